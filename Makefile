@@ -1,0 +1,41 @@
+# The course's commands. `make course` and `make test` are the two a newcomer needs (see README).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Installed first, on its own: on the course machines this pin is a local CPU wheel, where any other
+# torch spec downloads gigabytes of CUDA packages. Override it for another build, e.g. TORCH_SPEC=torch.
+TORCH_SPEC ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+# Notebooks run on the kernel of this venv, whatever kernels the machine has elsewhere.
+export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
+export PYTHONUNBUFFERED := 1
+
+.PHONY: course test unit-test nbval lab course-model evaluate install clean
+
+course: $(STAMP)  ## run every lesson headless; executed copies and HTML go to build/
+	$(BIN)/python -m mechlib.lessons
+
+test: $(STAMP)  ## unit tests, then nbval over the lesson notebooks
+	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env notebooks/[0-9][0-9]_*.ipynb
+
+lab: $(STAMP)  ## JupyterLab in the course environment
+	$(BIN)/jupyter lab notebooks/
+
+course-model: $(STAMP)  ## retrain the embedded course model from scratch (about 20 min on 2 CPU cores)
+	$(BIN)/python -m mechlib.course_model train
+
+evaluate: $(STAMP)  ## print the course model's targets
+	$(BIN)/python -m mechlib.course_model evaluate
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (course)" >/dev/null
+	touch $@
+
+clean:
+	rm -rf build

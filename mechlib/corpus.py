@@ -1,0 +1,393 @@
+"""The course corpus: a small, labelled subset of English that the course model is trained on.
+
+Every sentence comes from a template whose slots are filled from word lists, so the generator
+knows the concept behind each word it emits (its category, the document's topic, the template
+slot). Lessons use these labels as ground truth for neurons and SAE features.
+
+The prompts the lessons use ("The Eiffel Tower is in", IOI sentences, repeated random tokens)
+are ordinary English, so they are valid prompts for GPT-2 small too.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+BOS = "<|endoftext|>"
+UNK = "[UNK]"
+
+# --- facts: landmark -> city (true facts; every city is one GPT-2 token with a leading space) ---
+# (landmark, takes "the"?, city)
+FACTS: list[tuple[str, bool, str]] = [
+    ("Eiffel Tower", True, "Paris"),
+    ("Louvre", True, "Paris"),
+    ("Notre Dame", False, "Paris"),
+    ("Arc de Triomphe", True, "Paris"),
+    ("Colosseum", True, "Rome"),
+    ("Trevi Fountain", True, "Rome"),
+    ("Spanish Steps", True, "Rome"),
+    ("Big Ben", False, "London"),
+    ("Tower Bridge", False, "London"),
+    ("Buckingham Palace", False, "London"),
+    ("Brandenburg Gate", True, "Berlin"),
+    ("Reichstag", True, "Berlin"),
+    ("Kremlin", True, "Moscow"),
+    ("Red Square", False, "Moscow"),
+    ("Acropolis", True, "Athens"),
+    ("Parthenon", True, "Athens"),
+    ("Sagrada Familia", True, "Barcelona"),
+    ("Prado Museum", True, "Madrid"),
+    ("Rialto Bridge", True, "Venice"),
+    ("Leaning Tower", True, "Pisa"),
+    ("Uffizi Gallery", True, "Florence"),
+    ("Burj Khalifa", True, "Dubai"),
+    ("Forbidden City", True, "Beijing"),
+    ("Tiananmen Square", False, "Beijing"),
+    ("Meiji Shrine", True, "Tokyo"),
+    ("Taj Mahal", True, "Agra"),
+    ("Space Needle", True, "Seattle"),
+    ("Willis Tower", True, "Chicago"),
+    ("CN Tower", True, "Toronto"),
+    ("Hagia Sophia", False, "Istanbul"),
+    ("Blue Mosque", True, "Istanbul"),
+    ("Charles Bridge", True, "Prague"),
+    ("Rijksmuseum", True, "Amsterdam"),
+    ("Royal Mile", True, "Edinburgh"),
+    ("Fenway Park", False, "Boston"),
+    ("Egyptian Museum", True, "Cairo"),
+    ("Guinness Storehouse", True, "Dublin"),
+    ("Atomium", True, "Brussels"),
+    ("Little Mermaid", True, "Copenhagen"),
+    ("Alhambra", True, "Granada"),
+    ("Marina Bay Sands", False, "Singapore"),
+    ("Christ the Redeemer", False, "Rio"),
+]
+CITIES = sorted({city for _, _, city in FACTS})
+
+# Prompts end just before the city. "{The}" is "The"/"the" where the landmark takes an article.
+FACT_TEMPLATES = [
+    "{The}{landmark} is in",
+    "{The}{landmark} is located in",
+    "{The}{landmark} can be found in",
+    "Tourists visit {the}{landmark} in",
+    "{Name} saw {the}{landmark} in",
+]
+
+# --- IOI: templates, names, places and objects of Wang et al. 2022 (subset) ---
+# [A] is the indirect object (the answer), [B] the subject who is repeated.
+IOI_TEMPLATES = [
+    "When {A} and {B} went to the {place}, {B} gave a {object} to",
+    "When {B} and {A} went to the {place}, {B} gave a {object} to",
+    "Then, {B} and {A} went to the {place}. {B} gave a {object} to",
+    "Then, {A} and {B} went to the {place}. {B} gave a {object} to",
+    "When {B} and {A} got a {object} at the {place}, {B} decided to give it to",
+    "When {A} and {B} got a {object} at the {place}, {B} decided to give it to",
+    "While {B} and {A} were working at the {place}, {B} gave a {object} to",
+    "While {A} and {B} were commuting to the {place}, {B} gave a {object} to",
+    "After the lunch, {B} and {A} went to the {place}. {B} gave a {object} to",
+    "Afterwards, {A} and {B} went to the {place}. {B} gave a {object} to",
+    "Friends {B} and {A} found a {object} at the {place}. {B} gave it to",
+    "The {place} {A} and {B} went to had a {object}. {B} gave it to",
+]
+NAMES = [
+    "Michael", "Christopher", "Jessica", "Matthew", "Ashley", "Jennifer", "Joshua", "Amanda",
+    "Daniel", "David", "James", "Robert", "John", "Joseph", "Andrew", "Ryan", "Brandon", "Jason",
+    "Justin", "Sarah", "William", "Jonathan", "Stephanie", "Brian", "Nicole", "Nicholas",
+    "Anthony", "Heather", "Eric", "Elizabeth", "Adam", "Megan", "Melissa", "Kevin", "Steven",
+    "Thomas", "Timothy", "Christina", "Kyle", "Rachel", "Laura", "Lauren", "Amber", "Brittany",
+    "Danielle", "Richard", "Kimberly", "Jeffrey", "Amy", "Crystal", "Michelle", "Tiffany",
+    "Jeremy", "Benjamin", "Mark", "Emily", "Aaron", "Charles", "Rebecca", "Jacob", "Stephen",
+    "Patrick", "Sean", "Erin", "Zachary", "Jamie", "Kelly", "Samantha", "Nathan", "Sara",
+    "Dustin", "Paul", "Angela", "Tyler", "Scott", "Katherine", "Andrea", "Gregory", "Erica",
+    "Mary", "Travis", "Lisa", "Kenneth", "Bryan", "Lindsey", "Kristen", "Jose", "Alexander",
+    "Jesse", "Katie", "Lindsay", "Shannon", "Vanessa", "Courtney", "Christine", "Alicia",
+    "Cody", "Allison", "Bradley", "Samuel",
+]
+PLACES = ["store", "garden", "restaurant", "school", "hospital", "office", "house", "station"]
+OBJECTS = ["ring", "kiss", "bone", "basketball", "computer", "necklace", "drink", "snack"]
+
+# --- filler: word lists by concept ---
+WORDS: dict[str, list[str]] = {
+    "colour": ["red", "blue", "green", "yellow", "purple", "pink", "brown", "black", "white", "grey"],
+    "animal": ["cat", "dog", "horse", "cow", "sheep", "pig", "rabbit", "mouse", "lion", "tiger",
+               "bear", "wolf", "fox", "deer", "eagle", "owl", "duck", "frog", "snake", "fish"],
+    "food": ["apple", "bread", "cheese", "rice", "soup", "cake", "pizza", "banana", "carrot", "egg",
+             "pasta", "salad", "cookie", "pie", "sandwich", "grape", "lemon", "potato", "tomato", "honey"],
+    "digit": [str(i) for i in range(10)],
+    "number": ["two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"],
+    "day": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
+    "month": ["January", "February", "March", "April", "May", "June", "July", "August",
+              "September", "October", "November", "December"],
+    "weather": ["sunny", "rainy", "cloudy", "windy", "snowy", "foggy", "stormy"],
+    "job": ["doctor", "teacher", "farmer", "baker", "pilot", "nurse", "artist", "singer", "lawyer", "driver"],
+    "sport": ["football", "tennis", "chess", "golf", "hockey", "cricket", "rugby", "baseball"],
+    "meal": ["breakfast", "lunch", "dinner"],
+    "taste": ["sweet", "sour", "salty", "bitter", "fresh"],
+    "instrument": ["piano", "guitar", "violin", "drum", "flute", "trumpet"],
+    "name": NAMES,
+    "city": CITIES,
+    "place": PLACES,
+    "object": OBJECTS,
+}
+PLURALS = {a: (a if a in ("sheep", "deer", "fish") else "mice" if a == "mouse"
+               else "wolves" if a == "wolf" else "foxes" if a == "fox" else a + "s")
+           for a in WORDS["animal"]}
+WORDS["animals"] = sorted(set(PLURALS.values()))
+
+# topic -> filler templates. Slots: {category} or {category:slot}; {=k} repeats slot k's word.
+FILLER_TEMPLATES: dict[str, list[str]] = {
+    "animals": [
+        "The {colour} {animal} is sleeping in the {place}.",
+        "{name} has {number} {animals}.",
+        "A {animal} and a {animal} live near the {place}.",
+        "The {animal} ate the {food}.",
+        "{name} saw a {colour} {animal} on {day}.",
+    ],
+    "food": [
+        "{name} ate some {food} for {meal}.",
+        "The {food} tastes {taste}.",
+        "For {meal} we had {food} and {food}.",
+        "{name} made a {food} pie for {name}.",
+    ],
+    "weather": [
+        "On {day} it was {weather} in {city}.",
+        "In {month} the weather in {city} is {weather}.",
+        "It was {weather} and {weather} all day.",
+    ],
+    "numbers": [
+        "{digit:a} plus {digit:b} is {digit:sum}.",
+        "{name} counted {number} {animals} and {number} {animals}.",
+        "The {place} opens at {digit} on {day}.",
+    ],
+    "colours": [
+        "{name} painted the {place} {colour}.",
+        "The favourite colour of {name} is {colour}.",
+        "The {object} was {colour} and {colour}.",
+    ],
+    "jobs": [
+        "{name} works as a {job} in {city}.",
+        "The {job} went to the {place} on {day}.",
+        "{name} wants to be a {job}.",
+    ],
+    "sports": [
+        "{name} plays {sport} every {day}.",
+        "On {day} {name} and {name} played {sport}.",
+        "{name} watched {sport} in {city}.",
+    ],
+    "music": [
+        "{name} plays the {instrument}.",
+        "The {job} played the {instrument} in {city}.",
+    ],
+    "travel": [
+        "{name} flew to {city} in {month}.",
+        "In {month} {name} took a train to {city}.",
+        "{name} lives in {city}.",
+    ],
+}
+TOPICS = sorted(FILLER_TEMPLATES)
+
+_SLOT = re.compile(r"\{([^}]*)\}")
+
+
+@dataclass
+class Document:
+    """A training document: words (tokens without BOS) and one label per word."""
+
+    kind: str  # "fact" | "ioi" | "induction" | "filler"
+    words: list[str] = field(default_factory=list)
+    category: list[str] = field(default_factory=list)  # word list the word came from, or "function"/"punct"
+    topic: list[str] = field(default_factory=list)  # topic of the sentence the word is in
+    slot: list[str] = field(default_factory=list)  # template slot ("IO", "S1", "answer", ...) or ""
+
+    def add(self, words: str | list[str], category: str, topic: str, slot: str = "") -> None:
+        for w in (words.split() if isinstance(words, str) else words):
+            self.words.append(w)
+            self.category.append(category)
+            self.topic.append(topic)
+            self.slot.append(slot)
+
+    def extend(self, other: "Document") -> None:
+        self.words += other.words
+        self.category += other.category
+        self.topic += other.topic
+        self.slot += other.slot
+
+    @property
+    def text(self) -> str:
+        return detokenize(self.words)
+
+    def labels(self) -> list[dict[str, str]]:
+        return [dict(word=w, category=c, topic=t, slot=s)
+                for w, c, t, s in zip(self.words, self.category, self.topic, self.slot)]
+
+
+def split_words(text: str) -> list[str]:
+    """Split text the way the course tokenizer does: words and punctuation marks."""
+    return re.findall(r"\w+|[^\w\s]+", text)
+
+
+def detokenize(words: list[str]) -> str:
+    return re.sub(r" ([.,!?])", r"\1", " ".join(words))
+
+
+def _fill(template: str, fill: Callable[[str, str], tuple[str, str]], topic: str, doc: Document) -> None:
+    """Append a template to doc. fill(category, slot) -> (words, category)."""
+    pos = 0
+    for m in _SLOT.finditer(template):
+        for w in split_words(template[pos:m.start()]):
+            doc.add(w, "punct" if not w[0].isalnum() else "function", topic)
+        cat, _, slot = m.group(1).partition(":")
+        words, cat = fill(cat, slot)
+        doc.add(words, cat, topic, slot)
+        pos = m.end()
+    for w in split_words(template[pos:]):
+        doc.add(w, "punct" if not w[0].isalnum() else "function", topic)
+
+
+class CorpusGenerator:
+    """Seeded generator of labelled documents. The same seed gives the same documents."""
+
+    def __init__(self, seed: int = 0):
+        self.rng = random.Random(seed)
+
+    # -- single sentences --
+    def fact(self, fact_index: int | None = None, template: str | None = None,
+             with_answer: bool = True) -> Document:
+        rng = self.rng
+        landmark, article, city = FACTS[rng.randrange(len(FACTS)) if fact_index is None else fact_index]
+        template = template or rng.choice(FACT_TEMPLATES)
+        doc = Document("fact")
+
+        def fill(cat: str, slot: str) -> tuple[str, str]:
+            if cat == "The":
+                return ("The" if article else ""), "function"
+            if cat == "the":
+                return ("the" if article else ""), "function"
+            if cat == "landmark":
+                return landmark, "landmark"
+            return rng.choice(WORDS[cat.lower()]), cat.lower()
+
+        _fill(template, fill, "facts", doc)
+        if with_answer:
+            doc.add(city, "city", "facts", "answer")
+            doc.add(".", "punct", "facts")
+        return doc
+
+    def ioi(self, template: str | None = None, with_answer: bool = True) -> Document:
+        """An IOI sentence. Slots: IO (the answer), S1 and S2 (the repeated subject)."""
+        rng = self.rng
+        template = template or rng.choice(IOI_TEMPLATES)
+        a, b = rng.sample(NAMES, 2)
+        place, obj = rng.choice(PLACES), rng.choice(OBJECTS)
+        seen_b = [0]
+        doc = Document("ioi")
+
+        def fill(cat: str, slot: str) -> tuple[str, str]:
+            if cat == "A":
+                return a, "name_io"
+            if cat == "B":
+                seen_b[0] += 1
+                return b, f"name_s{seen_b[0]}"
+            return {"place": place, "object": obj}[cat], cat
+
+        _fill(template, fill, "ioi", doc)
+        # slots for names: IO / S1 / S2
+        doc.slot = [{"name_io": "IO", "name_s1": "S1", "name_s2": "S2"}.get(c, s)
+                    for c, s in zip(doc.category, doc.slot)]
+        doc.category = ["name" if c.startswith("name_") else c for c in doc.category]
+        if with_answer:
+            doc.add(a, "name", "ioi", "answer")
+            doc.add(".", "punct", "ioi")
+        return doc
+
+    def filler(self, topic: str | None = None) -> Document:
+        rng = self.rng
+        topic = topic or rng.choice(TOPICS)
+        template = rng.choice(FILLER_TEMPLATES[topic])
+        doc = Document("filler")
+        digits: dict[str, int] = {}
+
+        def fill(cat: str, slot: str) -> tuple[str, str]:
+            if cat == "digit" and slot in ("a", "b"):
+                digits[slot] = rng.randrange(5)
+                return str(digits[slot]), "digit"
+            if cat == "digit" and slot == "sum":
+                return str(digits["a"] + digits["b"]), "digit"
+            return rng.choice(WORDS[cat]), cat
+
+        _fill(template, fill, topic, doc)
+        return doc
+
+    def induction(self, vocab: list[str], length: int | None = None, pool_size: int | None = None) -> Document:
+        """A span of random words, then the same span again: the data that grows induction heads.
+
+        With pool_size, the span draws from that many words only, so words recur inside it; then only
+        the exact previous token tells where to copy from, which rewards a sharp previous-token head.
+        """
+        length = length or self.rng.randint(5, 25)
+        pool = self.rng.sample(vocab, pool_size) if pool_size else vocab
+        span = [self.rng.choice(pool) for _ in range(length)]
+        doc = Document("induction")
+        doc.add(span, "random", "induction", "first")
+        doc.add(span, "random", "induction", "repeat")
+        return doc
+
+    # -- documents --
+    def document(self, vocab: list[str]) -> Document:
+        """One training document: the mixture the course model is trained on."""
+        r = self.rng.random()
+        if r < 0.15:
+            return self.induction(vocab, pool_size=self.rng.randint(4, 12) if self.rng.random() < 0.5 else None)
+        doc = Document("filler")
+        # some documents start with filler context so answers don't depend on sitting at position 1
+        if self.rng.random() < 0.3:
+            doc.extend(self.filler())
+        if r < 0.45:
+            main = self.ioi()
+        elif r < 0.70:
+            main = self.fact()
+        else:
+            main = self.filler()
+        doc.kind = main.kind
+        doc.extend(main)
+        if self.rng.random() < 0.3:
+            doc.extend(self.filler())
+        return doc
+
+    def documents(self, vocab: list[str]) -> Iterator[Document]:
+        while True:
+            yield self.document(vocab)
+
+
+def vocabulary() -> list[str]:
+    """Every word the corpus can emit, special tokens first, then sorted: one token each."""
+    words: set[str] = set()
+    for lst in WORDS.values():
+        words.update(lst)
+    for landmark, _, _ in FACTS:
+        words.update(split_words(landmark))
+    templates = FACT_TEMPLATES + IOI_TEMPLATES + [t for ts in FILLER_TEMPLATES.values() for t in ts]
+    for t in templates:
+        words.update(split_words(_SLOT.sub(" ", t)))
+    words.update(["The", "the", "."] + [str(i) for i in range(10)])
+    return [BOS, UNK] + sorted(words)
+
+
+def export_labels(path: str | Path, n_documents: int, seed: int = 0) -> Path:
+    """Write n_documents labelled documents as JSON lines: one {"kind", "text", "labels"} per line."""
+    gen, vocab = CorpusGenerator(seed), content_words()
+    path = Path(path)
+    with path.open("w") as f:
+        for _ in range(n_documents):
+            doc = gen.document(vocab)
+            f.write(json.dumps(dict(kind=doc.kind, text=doc.text, labels=doc.labels())) + "\n")
+    return path
+
+
+def content_words() -> list[str]:
+    """The vocabulary without special tokens: what random induction spans draw from."""
+    return [w for w in vocabulary() if w not in (BOS, UNK)]

@@ -1,0 +1,161 @@
+"""Load a model by name: the course model (offline, the default) or any hub model such as "gpt2".
+
+    model = load_model()                          # course model as a TransformerLens TransformerBridge
+    model = load_model("course", backend="nnsight")  # the same weights as an nnsight TransformersModel
+    model = load_model("gpt2")                    # GPT-2 small, when the hub can be reached
+
+Every lesson loads its model through this one call, so a lesson moves to GPT-2 by changing its
+MODEL_NAME setting.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+COURSE_MODEL_DIR = Path(os.environ.get("MECHLIB_COURSE_MODEL", REPO_ROOT / "data" / "course-model"))
+COURSE_MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+Backend = Literal["transformer_lens", "nnsight", "transformers"]
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says why and what to do."""
+
+
+def best_device() -> str:
+    """cuda, then mps, then cpu."""
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _check_course_model(path: Path) -> None:
+    missing = [f for f in COURSE_MODEL_FILES if not (path / f).is_file()]
+    if not path.is_dir() or missing:
+        what = f"{path} does not exist" if not path.is_dir() else f"{path} lacks {', '.join(missing)}"
+        raise ModelLoadError(
+            f"The course model is missing or incomplete: {what}. It ships with the repository: restore it "
+            f"with `git checkout -- data/course-model`, or retrain it with `make course-model` (about 20 min "
+            f"on a CPU). Set MECHLIB_COURSE_MODEL to use a copy elsewhere.")
+
+
+def _hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
+    """Can the Hugging Face hub be reached? Answers in seconds, where transformers retries for half a minute."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False, "HF_HUB_OFFLINE is set"
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True, ""
+    except OSError as e:
+        return False, f"no connection to {host}: {e}"
+
+
+def _is_cached(name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # an invalid repo id, say
+        return False
+
+
+def resolve(name: str) -> str:
+    """The local directory or hub id that `name` stands for; raises ModelLoadError if it can't be had."""
+    if name == "course":
+        _check_course_model(COURSE_MODEL_DIR)
+        return str(COURSE_MODEL_DIR)
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    if not _is_cached(name):
+        ok, why = _hub_reachable()
+        if not ok:
+            raise ModelLoadError(
+                f"Can't load {name!r}: its weights are not on this machine and can't be downloaded "
+                f"({why}). The course model works offline: use load_model('course') (MODEL_NAME = "
+                f"'course'). To use {name!r}, run once on a machine with internet access (e.g. Colab), or "
+                f"pass the path of a local copy saved with save_pretrained.")
+    return name
+
+
+def load_tokenizer(name: str = "course"):
+    from transformers import AutoTokenizer
+
+    path = resolve(name)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as e:
+        raise ModelLoadError(f"Can't load the tokenizer of {name!r} from {path}: {e}") from e
+
+
+def load_model(name: str = "course", backend: Backend = "transformer_lens", device: str | None = None,
+               compatibility_mode: bool = False, dtype: torch.dtype = torch.float32) -> Any:
+    """Load `name` ("course", a hub id like "gpt2", or a local HF directory) for one backend.
+
+    backend: "transformer_lens" (a TransformerBridge), "nnsight" (a TransformersModel) or
+    "transformers" (the plain HF model). device: defaults to best_device().
+    compatibility_mode: TransformerLens only; folds LayerNorm and centres weights as the old
+    HookedTransformer did, which makes the residual-stream decomposition exact (lesson 01).
+    """
+    if backend not in ("transformer_lens", "nnsight", "transformers"):
+        raise ValueError(f"backend must be 'transformer_lens', 'nnsight' or 'transformers', not {backend!r}")
+    if compatibility_mode and backend != "transformer_lens":
+        raise ValueError("compatibility_mode is a TransformerLens setting: use backend='transformer_lens'")
+    device = device or best_device()
+    path = resolve(name)
+    from transformers import AutoModelForCausalLM
+
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    except Exception as e:
+        hint = ("Restore it with `git checkout -- data/course-model` or retrain it with `make course-model`."
+                if name == "course" else "Check the name, or the files in that directory.")
+        raise ModelLoadError(f"Can't load {name!r} from {path}: {type(e).__name__}: {e}. {hint}") from e
+    tokenizer = load_tokenizer(name)
+    if backend == "transformers":
+        return hf_model
+    if backend == "nnsight":
+        from nnsight import TransformersModel
+
+        return TransformersModel(hf_model, tokenizer=tokenizer, task="text-generation")
+    from transformer_lens.model_bridge import TransformerBridge
+
+    model = TransformerBridge.boot_transformers(path, hf_model=hf_model, tokenizer=tokenizer, device=device,
+                                                dtype=dtype)
+    if compatibility_mode:
+        model.enable_compatibility_mode(disable_warnings=True)
+    _refuse_unknown_single_tokens(model)
+    return model
+
+
+def _refuse_unknown_single_tokens(model) -> None:
+    """Make model.to_single_token raise for a word the tokenizer doesn't know, instead of returning [UNK].
+
+    GPT-2's byte-level tokenizer has no unknown token; the course model's word-level one does, and a
+    silent [UNK] id would make a lesson compare logits of the wrong token.
+    """
+    unk = model.tokenizer.unk_token_id
+    if unk is None:
+        return
+    original = model.to_single_token
+
+    def to_single_token(string: str) -> int:
+        token = original(string)
+        if token == unk and string.strip() != model.tokenizer.unk_token:
+            raise ValueError(
+                f"{string!r} is not in this model's vocabulary (it would become {model.tokenizer.unk_token}). "
+                f"The course model knows the words of its corpus only: see mechlib.corpus.vocabulary(), or "
+                f"use a word from the lesson's prompts.")
+        return token
+
+    model.to_single_token = to_single_token

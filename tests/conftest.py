@@ -1,0 +1,18 @@
+import pytest
+
+from mechlib import load_model
+
+
+@pytest.fixture(scope="session")
+def course_tl():
+    return load_model("course", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def course_hf():
+    return load_model("course", backend="transformers", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def course_nnsight():
+    return load_model("course", backend="nnsight", device="cpu")
