@@ -10,20 +10,23 @@ STAMP  := $(VENV)/.installed
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
 export PYTHONUNBUFFERED := 1
 
-.PHONY: course test unit-test nbval lab course-model evaluate install clean
+.PHONY: course test lab course-model evaluate notebooks install clean
 
 course: $(STAMP)  ## run every lesson headless; executed copies and HTML go to build/
 	$(BIN)/python -m mechlib.lessons
 
 test: $(STAMP)  ## unit tests, then nbval over the lesson notebooks
 	$(BIN)/python -m pytest tests
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env notebooks/[0-9][0-9]_*.ipynb
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks/[0-9][0-9]_*.ipynb
 
 lab: $(STAMP)  ## JupyterLab in the course environment
 	$(BIN)/jupyter lab notebooks/
 
 course-model: $(STAMP)  ## retrain the embedded course model from scratch (about 20 min on 2 CPU cores)
 	$(BIN)/python -m mechlib.course_model train
+
+notebooks: $(STAMP)  ## regenerate setup cells and exercise notebooks from the lesson sources
+	$(BIN)/python -m mechlib.build_notebooks
 
 evaluate: $(STAMP)  ## print the course model's targets
 	$(BIN)/python -m mechlib.course_model evaluate

@@ -322,33 +322,44 @@ class CorpusGenerator:
         _fill(template, fill, topic, doc)
         return doc
 
-    def induction(self, vocab: list[str], length: int | None = None, pool_size: int | None = None) -> Document:
-        """A span of random words, then the same span again: the data that grows induction heads.
-
-        With pool_size, the span draws from that many words only, so words recur inside it; then only
-        the exact previous token tells where to copy from, which rewards a sharp previous-token head.
-        """
+    def induction(self, vocab: list[str], length: int | None = None) -> Document:
+        """A span of random words, then the same span again: the data that grows induction heads."""
         length = length or self.rng.randint(5, 25)
-        pool = self.rng.sample(vocab, pool_size) if pool_size else vocab
-        span = [self.rng.choice(pool) for _ in range(length)]
+        span = [self.rng.choice(vocab) for _ in range(length)]
         doc = Document("induction")
         doc.add(span, "random", "induction", "first")
         doc.add(span, "random", "induction", "repeat")
+        return doc
+
+    def shuffled_pairs(self, vocab: list[str], n_pairs: int | None = None) -> Document:
+        """Random word pairs "a1 b1 a2 b2 ...", then the same pairs in another order.
+
+        After the second a_i only the word right before b_i's first occurrence tells what comes next;
+        the older context is shuffled away. This rewards a sharp previous-token head over attention
+        smeared across the last few words, which plain repeated spans reward just as well.
+        """
+        n_pairs = n_pairs or self.rng.randint(4, 12)
+        words = self.rng.sample(vocab, 2 * n_pairs)
+        pairs = [words[2 * i: 2 * i + 2] for i in range(n_pairs)]
+        doc = Document("induction")
+        doc.add([w for p in pairs for w in p], "random", "induction", "first")
+        self.rng.shuffle(pairs)
+        doc.add([w for p in pairs for w in p], "random", "induction", "repeat")
         return doc
 
     # -- documents --
     def document(self, vocab: list[str]) -> Document:
         """One training document: the mixture the course model is trained on."""
         r = self.rng.random()
-        if r < 0.15:
-            return self.induction(vocab, pool_size=self.rng.randint(4, 12) if self.rng.random() < 0.5 else None)
+        if r < 0.20:
+            return self.induction(vocab) if self.rng.random() < 0.5 else self.shuffled_pairs(vocab)
         doc = Document("filler")
         # some documents start with filler context so answers don't depend on sitting at position 1
         if self.rng.random() < 0.3:
             doc.extend(self.filler())
-        if r < 0.45:
+        if r < 0.50:
             main = self.ioi()
-        elif r < 0.70:
+        elif r < 0.75:
             main = self.fact()
         else:
             main = self.filler()

@@ -272,10 +272,10 @@ Generated on the fly by `mechlib.corpus.CorpusGenerator(seed={c['seed']})`; ever
   ("The Eiffel Tower is in Paris."), 25% of documents;
 - indirect object identification in {len(corpus.IOI_TEMPLATES)} templates of Wang et al. (2022), with
   {len(corpus.NAMES)} names, {len(corpus.PLACES)} places, {len(corpus.OBJECTS)} objects, 30% of documents;
-- repeated spans of 5-25 random corpus words (induction; half of them drawn from a pool of 4-12
-  words, so that words recur inside the span), 15% of documents;
-- filler on {len(corpus.TOPICS)} topics ({', '.join(corpus.TOPICS)}), 30% of documents; 30% of all
-  documents also get a filler sentence before and/or after their main sentence.
+- induction, 20% of documents: half are spans of 5-25 random corpus words repeated once, half are
+  4-12 random word pairs repeated in shuffled order (which rewards a sharp previous-token head);
+- filler on {len(corpus.TOPICS)} topics ({', '.join(corpus.TOPICS)}), 25% of documents. Outside
+  induction, 30% of documents get a filler sentence before their main sentence, and 30% one after.
 The generator labels every word with its category, topic and template slot
 (`mechlib.corpus.export_labels`), the ground truth for later lessons.
 

@@ -114,13 +114,19 @@ def load_model(name: str = "course", backend: Backend = "transformer_lens", devi
     device = device or best_device()
     path = resolve(name)
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per load is noise in a lesson
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
     except Exception as e:
         hint = ("Restore it with `git checkout -- data/course-model` or retrain it with `make course-model`."
                 if name == "course" else "Check the name, or the files in that directory.")
         raise ModelLoadError(f"Can't load {name!r} from {path}: {type(e).__name__}: {e}. {hint}") from e
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     tokenizer = load_tokenizer(name)
     if backend == "transformers":
         return hf_model

@@ -69,6 +69,15 @@ def test_induction_documents_repeat_their_span():
     assert d.words[:20] == d.words[20:] and d.slot == ["first"] * 20 + ["repeat"] * 20
 
 
+def test_shuffled_pairs_keep_each_pair_together():
+    d = corpus.CorpusGenerator(0).shuffled_pairs(corpus.content_words(), n_pairs=8)
+    first, repeat = d.words[:16], d.words[16:]
+    pairs = {(first[i], first[i + 1]) for i in range(0, 16, 2)}
+    assert {(repeat[i], repeat[i + 1]) for i in range(0, 16, 2)} == pairs
+    assert first != repeat  # shuffled (for this seed)
+    assert len(set(first)) == 16
+
+
 def test_tokenizer_gives_one_id_per_word_with_or_without_space(tokenizer):
     ids = tokenizer.get_vocab()
     for w in corpus.content_words():

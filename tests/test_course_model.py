@@ -66,6 +66,7 @@ def test_training_is_seeded_and_saves_a_loadable_model(tmp_path):
 
 
 def test_training_lowers_the_loss(tmp_path):
-    cfg = TrainConfig(out_dir=str(tmp_path), steps=60, batch_size=8, n_layer=1, n_head=4, d_model=32, n_ctx=32)
+    cfg = TrainConfig(out_dir=str(tmp_path), steps=300, batch_size=8, n_layer=1, n_head=4, d_model=32, n_ctx=32)
     info = train(cfg, progress=False)
-    assert info["final_loss"] < info["initial_loss"] - 1.0
+    assert info["initial_loss"] > 5.5  # about ln(433): a uniform guess over the vocabulary
+    assert info["final_loss"] < info["initial_loss"] - 1.5

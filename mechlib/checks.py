@@ -1,0 +1,74 @@
+"""Exercise checks: run a learner's function and the reference on the same fresh inputs, and say
+"passed" or where the first mismatch is, with a hint.
+
+Each lesson's checks (check_residual_decomposition, ...) are thin wrappers around `run_check`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+
+
+def first_mismatch(got: Any, want: Any, atol: float = 1e-4, rtol: float = 1e-4, where: str = "result") -> str:
+    """"" if got matches want (tensors to atol/rtol, containers element by element), else what differs."""
+    if isinstance(want, torch.Tensor):
+        if not isinstance(got, torch.Tensor):
+            return f"{where} should be a torch.Tensor, got {type(got).__name__}"
+        if got.shape != want.shape:
+            return f"{where} has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+        if got.is_floating_point() != want.is_floating_point():
+            return f"{where} has dtype {got.dtype}, expected {want.dtype}"
+        g, w = got.detach().cpu().to(want.dtype), want.detach().cpu()
+        bad = ~torch.isclose(g, w, atol=atol, rtol=rtol)
+        if want.is_floating_point():
+            bad |= torch.isnan(g) & ~torch.isnan(w)
+        if bad.any():
+            idx = tuple(bad.nonzero()[0].tolist())
+            return (f"{where}[{', '.join(map(str, idx))}] is {g[idx].item():.6g}, expected {w[idx].item():.6g} "
+                    f"({int(bad.sum())} of {bad.numel()} entries differ)")
+        return ""
+    if isinstance(want, (list, tuple)):
+        if not isinstance(got, (list, tuple)) or len(got) != len(want):
+            return f"{where} should be a sequence of {len(want)} items, got {type(got).__name__}" + (
+                f" of {len(got)}" if isinstance(got, (list, tuple)) else "")
+        for i, (g, w) in enumerate(zip(got, want)):
+            msg = first_mismatch(g, w, atol, rtol, f"{where}[{i}]")
+            if msg:
+                return msg
+        return ""
+    if isinstance(want, dict):
+        if not isinstance(got, dict) or set(got) != set(want):
+            return f"{where} should be a dict with keys {sorted(want)}, got {sorted(got) if isinstance(got, dict) else type(got).__name__}"
+        for k in want:
+            msg = first_mismatch(got[k], want[k], atol, rtol, f"{where}[{k!r}]")
+            if msg:
+                return msg
+        return ""
+    if isinstance(want, float):
+        if not isinstance(got, (int, float)) or abs(got - want) > atol + rtol * abs(want):
+            return f"{where} is {got!r}, expected {want:.6g}"
+        return ""
+    return "" if got == want else f"{where} is {got!r}, expected {want!r}"
+
+
+def run_check(name: str, learner_fn: Callable, reference_fn: Callable, cases: Iterable[Sequence[Any]],
+              hint: str = "", atol: float = 1e-4, rtol: float = 1e-4) -> bool:
+    """Call learner_fn(*case) and reference_fn(*case) for each case; print a pass or the first mismatch."""
+    n = 0
+    for n, case in enumerate(cases, 1):
+        try:
+            got = learner_fn(*case)
+        except NotImplementedError:
+            print(f"✗ {name}: not implemented yet. Replace the `raise NotImplementedError` with your code.")
+            return False
+        except Exception as e:  # the learner's bug: report it, don't crash the notebook
+            print(f"✗ {name}: your function raised {type(e).__name__}: {e}" + (f"\n  hint: {hint}" if hint else ""))
+            return False
+        msg = first_mismatch(got, reference_fn(*case), atol, rtol)
+        if msg:
+            print(f"✗ {name}: on test input {n}, {msg}." + (f"\n  hint: {hint}" if hint else ""))
+            return False
+    print(f"✓ {name}: passed on {n} test input{'s' if n != 1 else ''}.")
+    return True
