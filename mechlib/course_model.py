@@ -32,7 +32,7 @@ D_MODEL = 128
 N_CTX = 128
 # --- training ---
 SEED = 0
-STEPS = 3000
+STEPS = 4000
 BATCH_SIZE = 32  # rows of N_CTX tokens: 4096 tokens a step
 LR = 2e-3
 WARMUP = 100
