@@ -72,3 +72,27 @@ def run_check(name: str, learner_fn: Callable, reference_fn: Callable, cases: It
             return False
     print(f"✓ {name}: passed on {n} test input{'s' if n != 1 else ''}.")
     return True
+
+
+# ---------------------------------------------------------------- lesson 01
+
+
+def _random_prompts(model, n: int = 2, length: int = 8, seed: int = 0) -> torch.Tensor:
+    """Fresh inputs for a check: BOS + random tokens.  # [n, 1 + length]"""
+    g = torch.Generator().manual_seed(seed)
+    bos = model.tokenizer.bos_token_id or 0
+    body = torch.randint(3, model.cfg.d_vocab, (n, length), generator=g)
+    return torch.cat([torch.full((n, 1), bos), body], dim=1).to(model.cfg.device)
+
+
+def check_residual_decomposition(decompose: Callable, model) -> bool:
+    """decompose(model, cache) -> (components [component, batch, pos, d_model], labels), as residual_components."""
+    from mechlib.residual import residual_components
+
+    cases = []
+    for seed in (1, 2):
+        _, cache = model.run_with_cache(_random_prompts(model, seed=seed))
+        cases.append((model, cache))
+    return run_check("residual decomposition", decompose, residual_components, cases,
+                     hint="per layer: each head's hook_z @ W_O[layer, head], then b_O[layer], then hook_mlp_out; "
+                          "start with hook_embed and hook_pos_embed")

@@ -45,3 +45,34 @@ def test_first_mismatch_on_containers_and_numbers():
     assert "keys" in first_mismatch({"a": 1}, {"b": 1})
     assert first_mismatch(torch.tensor([1.0, float("nan")]), torch.tensor([1.0, 2.0])) != ""
     assert first_mismatch(torch.tensor([1, 2]), torch.tensor([1.0, 2.0])) != ""
+
+
+# ---------------------------------------------------------------- lesson 01 checks
+from mechlib import load_model  # noqa: E402
+from mechlib.checks import check_residual_decomposition  # noqa: E402
+from mechlib.residual import residual_components  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(device="cpu")
+
+
+def test_residual_decomposition_check_passes_the_reference(model, capsys):
+    assert check_residual_decomposition(residual_components, model)
+    assert "✓" in capsys.readouterr().out
+
+
+def _without(label):
+    def decompose(model, cache):
+        comps, labels = residual_components(model, cache)
+        i = labels.index(label)
+        return torch.cat([comps[:i], torch.zeros_like(comps[i:i + 1]), comps[i + 1:]]), labels
+    return decompose
+
+
+@pytest.mark.parametrize("wrong", [_without("L0 attn bias"), _without("pos_embed"), _without("L3 MLP"),
+                                   lambda m, c: (residual_components(m, c)[0][:-1], residual_components(m, c)[1][:-1])])
+def test_residual_decomposition_check_catches_mistakes(model, wrong, capsys):
+    assert not check_residual_decomposition(wrong, model)
+    assert "✗ residual decomposition" in capsys.readouterr().out
