@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
 export PYTHONUNBUFFERED := 1
 
-.PHONY: course test lab course-model evaluate notebooks install clean
+.PHONY: course test lab course-model evaluate notebooks refresh install clean
 
 course: $(STAMP)  ## run every lesson headless; executed copies and HTML go to build/
 	$(BIN)/python -m mechlib.lessons
@@ -26,6 +26,10 @@ course-model: $(STAMP)  ## retrain the embedded course model from scratch (about
 	$(BIN)/python -m mechlib.course_model train
 
 notebooks: $(STAMP)  ## regenerate setup cells and exercise notebooks from the lesson sources
+	$(BIN)/python -m mechlib.build_notebooks
+
+refresh: $(STAMP)  ## re-execute the lessons, save their outputs, regenerate the exercise notebooks
+	$(BIN)/python -m mechlib.lessons --in-place
 	$(BIN)/python -m mechlib.build_notebooks
 
 evaluate: $(STAMP)  ## print the course model's targets

@@ -88,6 +88,7 @@ def exercise_notebook(nb: nbformat.NotebookNode, name: str) -> nbformat.Notebook
         if cell.cell_type == "code":
             cell.source = stub_solutions(cell.source)
             cell.outputs, cell.execution_count = [], None
+            cell.metadata.pop("execution", None)
     note = nbformat.v4.new_markdown_cell(
         f"*Exercise version, generated from [`../{name}`](../{name}) by `python -m mechlib.build_notebooks`: "
         f"don't edit it by hand. Fill in each `NotImplementedError`; the solutions are in the lesson itself.*")

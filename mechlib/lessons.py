@@ -23,15 +23,21 @@ def lesson_notebooks() -> list[Path]:
     return sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
-def run_notebook(path: Path, out_dir: Path = BUILD, timeout: int = 600) -> tuple[float, str]:
-    """Execute one notebook; write the executed copy and HTML. Returns (seconds, error or "")."""
+def run_notebook(path: Path, out_dir: Path = BUILD, timeout: int = 600, in_place: bool = False) -> tuple[float, str]:
+    """Execute one notebook; write the executed copy and HTML. Returns (seconds, error or "").
+
+    in_place: also save the outputs into the source notebook (only if it ran without error).
+    """
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    for cell in nb.cells:  # no timestamps: a re-run that changes nothing leaves the file unchanged
+        cell.metadata.pop("execution", None)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+                            resources={"metadata": {"path": str(path.parent)}})
     error = ""
     start = time.perf_counter()
     try:
@@ -43,6 +49,8 @@ def run_notebook(path: Path, out_dir: Path = BUILD, timeout: int = 600) -> tuple
     seconds = time.perf_counter() - start
     out_dir.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out_dir / path.name)
+    if in_place and not error:
+        nbformat.write(nb, path)
     html, _ = HTMLExporter().from_notebook_node(nb)
     (out_dir / path.with_suffix(".html").name).write_text(html, encoding="utf-8")
     return seconds, error
@@ -53,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("notebooks", nargs="*", type=Path, help="default: every notebooks/NN_*.ipynb")
     p.add_argument("--out", type=Path, default=BUILD)
+    p.add_argument("--in-place", action="store_true", help="save the outputs into the lesson notebooks too")
     args = p.parse_args(argv)
     paths = args.notebooks or lesson_notebooks()
     if not paths:
@@ -61,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for path in paths:
         print(f"running {path.name} ...", flush=True)
-        seconds, error = run_notebook(path, args.out)
+        seconds, error = run_notebook(path, args.out, in_place=args.in_place)
         rows.append((path.stem, seconds, error))
     width = max(len(r[0]) for r in rows)
     print(f"\n{'lesson':{width}}  {'wall time':>9}  result")

@@ -28,3 +28,14 @@ def residual_components(model, cache) -> tuple[torch.Tensor, list[str]]:
         parts.append(cache[f"blocks.{layer}.hook_mlp_out"])
         labels.append(f"L{layer} MLP")
     return torch.stack(parts), labels
+
+
+def direct_logit_attribution(cache, components: torch.Tensor, direction: torch.Tensor, pos: int = -1) -> torch.Tensor:
+    """Each component's direct effect on the logit along `direction` (e.g. W_U[:, a] - W_U[:, b]) at `pos`.
+
+    components [component, batch, pos, d_model]; returns [component, batch]. The components go through the
+    final LayerNorm's (frozen) scale, as in the real run: with compatibility mode on, the attributions plus
+    the unembedding bias along the direction add up to the logit difference.
+    """
+    scaled = cache.apply_ln_to_stack(components[:, :, pos], layer=-1, pos_slice=pos)  # [component, batch, d_model]
+    return scaled @ direction

@@ -76,3 +76,30 @@ def _without(label):
 def test_residual_decomposition_check_catches_mistakes(model, wrong, capsys):
     assert not check_residual_decomposition(wrong, model)
     assert "✗ residual decomposition" in capsys.readouterr().out
+
+
+def test_logit_attribution_check(model, capsys):
+    from mechlib.checks import check_logit_attribution
+    from mechlib.residual import direct_logit_attribution
+
+    assert check_logit_attribution(lambda m, c, comps, d: direct_logit_attribution(c, comps, d), model)
+    # plausible mistakes: skip the final LayerNorm scale; use the first position
+    assert not check_logit_attribution(lambda m, c, comps, d: comps[:, :, -1] @ d, model)
+    assert not check_logit_attribution(lambda m, c, comps, d: direct_logit_attribution(c, comps, d, pos=0), model)
+    assert capsys.readouterr().out.count("✗") == 2
+
+
+def test_induction_scores_check(model, capsys):
+    from mechlib.attention import induction_scores, previous_token_scores
+    from mechlib.checks import check_induction_scores
+
+    assert check_induction_scores(induction_scores, model)
+    assert not check_induction_scores(lambda cache, n: previous_token_scores(cache), model)  # wrong offset
+
+    def off_by_one(cache, n):  # attends to the earlier copy of the same token, not the one after it
+        pats = [cache[f"blocks.{l}.attn.hook_pattern"] for l in range(model.cfg.n_layers)]
+        q = torch.arange(n + 1, 2 * n + 1)
+        return torch.stack([p[:, :, q, q - n].mean((0, 2)) for p in pats])
+
+    assert not check_induction_scores(off_by_one, model)
+    assert capsys.readouterr().out.count("✗") == 2
