@@ -34,7 +34,7 @@ def run_notebook(path: Path, out_dir: Path = BUILD, timeout: int = 600, in_place
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:  # no timestamps: a re-run that changes nothing leaves the file unchanged
+    for cell in nb.cells:  # keep per-cell timestamps out of the committed notebooks
         cell.metadata.pop("execution", None)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                             resources={"metadata": {"path": str(path.parent)}})

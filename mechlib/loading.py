@@ -89,9 +89,13 @@ def resolve(name: str) -> str:
 
 
 def load_tokenizer(name: str = "course"):
+    """The tokenizer of `name` (as load_model takes it)."""
+    return _tokenizer(resolve(name), name)
+
+
+def _tokenizer(path: str, name: str):
     from transformers import AutoTokenizer
 
-    path = resolve(name)
     try:
         return AutoTokenizer.from_pretrained(path)
     except Exception as e:
@@ -127,7 +131,7 @@ def load_model(name: str = "course", backend: Backend = "transformer_lens", devi
     finally:
         if bar:
             hf_logging.enable_progress_bar()
-    tokenizer = load_tokenizer(name)
+    tokenizer = _tokenizer(path, name)
     if backend == "transformers":
         return hf_model
     if backend == "nnsight":
