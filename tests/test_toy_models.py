@@ -50,3 +50,13 @@ def test_sparse_features_form_a_pentagon():
     gaps = torch.rad2deg(torch.diff(torch.cat([angles, angles[:1] + 2 * math.pi])))
     assert ((gaps - 72).abs() < 10).all(), gaps
     assert torch.allclose(feature_dimensionality(W), torch.full((5,), 0.4), atol=0.05)
+
+
+def test_sparsity_lets_more_features_in():
+    """20 features in 5 dimensions, importance 0.7^i: 5 represented when dense, >= 10 at sparsity 0.99."""
+    m = ToyModel(ToyConfig(20, 5, 2), torch.tensor([1.0, 0.01]), 0.7 ** torch.arange(20.0), seed=0)
+    train_toy_model(m, steps=3000, progress=False)
+    represented = (feature_norms(m.W.detach()) > 0.5).sum(-1)  # [instance]
+    assert represented[0] == 5 and represented[1] >= 10
+    d_star = dimensions_per_feature(m.W.detach())
+    assert d_star[0] == pytest.approx(1.0, abs=0.05) and d_star[1] < 0.6  # superposition: < 1 dimension a feature
