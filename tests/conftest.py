@@ -9,6 +9,12 @@ def course_tl():
 
 
 @pytest.fixture(scope="session")
+def course_tl_folded():
+    """The course model with LayerNorm folded (compatibility mode), as lesson 01 uses it."""
+    return load_model("course", device="cpu", compatibility_mode=True)
+
+
+@pytest.fixture(scope="session")
 def course_hf():
     return load_model("course", backend="transformers", device="cpu")
 

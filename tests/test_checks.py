@@ -48,14 +48,13 @@ def test_first_mismatch_on_containers_and_numbers():
 
 
 # ---------------------------------------------------------------- lesson 01 checks
-from mechlib import load_model  # noqa: E402
 from mechlib.checks import check_residual_decomposition  # noqa: E402
 from mechlib.residual import residual_components  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def model():
-    return load_model(device="cpu")
+@pytest.fixture
+def model(course_tl):
+    return course_tl
 
 
 def test_residual_decomposition_check_passes_the_reference(model, capsys):

@@ -27,8 +27,8 @@ def test_three_backends_give_the_same_logits(course_tl, course_hf, course_nnsigh
         assert (nn - hf).abs().max() < 1e-4
 
 
-def test_compatibility_mode_keeps_the_predictions(course_tl):
-    folded = load_model("course", device="cpu", compatibility_mode=True)
+def test_compatibility_mode_keeps_the_predictions(course_tl, course_tl_folded):
+    folded = course_tl_folded
     tokens = _ids(course_tl, PROMPTS[0])
     with torch.no_grad():
         a, b = course_tl(tokens).log_softmax(-1), folded(tokens).log_softmax(-1)

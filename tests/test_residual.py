@@ -1,13 +1,12 @@
 import pytest
 import torch
 
-from mechlib import load_model
 from mechlib.residual import residual_components
 
 
-@pytest.mark.parametrize("compatibility_mode", [False, True])
-def test_components_sum_to_the_final_residual_stream_and_give_the_logits(compatibility_mode):
-    model = load_model(device="cpu", compatibility_mode=compatibility_mode)
+@pytest.mark.parametrize("fixture", ["course_tl", "course_tl_folded"])
+def test_components_sum_to_the_final_residual_stream_and_give_the_logits(fixture, request):
+    model = request.getfixturevalue(fixture)
     tokens = model.to_tokens(["The Eiffel Tower is in", "When Mary and John went to the store, John gave a drink to"])
     logits, cache = model.run_with_cache(tokens)
     components, labels = residual_components(model, cache)
@@ -19,8 +18,8 @@ def test_components_sum_to_the_final_residual_stream_and_give_the_logits(compati
     assert (model.ln_final(total) @ model.W_U + model.b_U - logits).abs().max() < 1e-4
 
 
-def test_dropping_a_component_changes_the_sum():
-    model = load_model(device="cpu")
+def test_dropping_a_component_changes_the_sum(course_tl):
+    model = course_tl
     _, cache = model.run_with_cache("The Colosseum is in")
     components, labels = residual_components(model, cache)
     resid = cache[f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"]
