@@ -95,3 +95,109 @@ def attention_browser(patterns: torch.Tensor, tokens: Sequence[str]):
     head.observe(draw, "value")
     draw()
     return widgets.VBox([widgets.HBox([layer, head]), out])
+
+
+# ---------------------------------------------------------------- toy models of superposition
+
+
+def feature_directions(W: torch.Tensor, titles: Sequence[str], importance: torch.Tensor | None = None):
+    """Each feature's direction in a 2-D hidden space, one panel per instance. W [instance, 2, feature].
+
+    Darker arrows are more important features (importance [feature] or [instance, feature]).
+    """
+    W = _numpy(W)
+    if W.ndim != 3 or W.shape[1] != 2:
+        raise ValueError(f"feature_directions needs W [instance, 2, feature], got shape {tuple(W.shape)}")
+    n_inst, _, n_feat = W.shape
+    imp = np.ones((n_inst, n_feat)) if importance is None else np.broadcast_to(_numpy(importance), (n_inst, n_feat))
+    fig, axes = plt.subplots(1, n_inst, figsize=(2.6 * n_inst, 2.8), squeeze=False)
+    lim = 1.1 * max(float(np.abs(W).max()), 1.0)
+    for ax, w, im, title in zip(axes[0], W, imp, titles):
+        shade = 0.25 + 0.75 * im / im.max()
+        for i in range(n_feat):
+            ax.plot([0, w[0, i]], [0, w[1, i]], color=plt.cm.viridis(1 - shade[i]), linewidth=2)
+            ax.scatter(w[0, i], w[1, i], color=plt.cm.viridis(1 - shade[i]), s=20)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def superposition_bars(norms: torch.Tensor, interference: torch.Tensor, titles: Sequence[str]):
+    """The paper's feature bars: length ||W_i||, colour the interference from other features
+    (black: a dimension of its own; yellow: superposed). norms, interference [instance, feature]."""
+    norms, interference = _numpy(norms), _numpy(interference)
+    n_inst, n_feat = norms.shape
+    fig, axes = plt.subplots(1, n_inst, figsize=(2.2 * n_inst, 0.18 * n_feat + 1.2), sharey=True, squeeze=False)
+    for ax, n, s, title in zip(axes[0], norms, interference, titles):
+        ax.barh(range(n_feat), n, color=plt.cm.plasma(np.clip(s, 0, 1)))
+        ax.set_xlim(0, max(1.2, float(norms.max()) * 1.05))
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("||W_i||")
+    axes[0][0].invert_yaxis()  # the axes share y: invert once, feature 0 on top
+    axes[0][0].set_yticks(range(0, n_feat, max(1, n_feat // 10)))
+    axes[0][0].set_ylabel("feature (by importance)")
+    fig.tight_layout()
+    return fig
+
+
+def phase_diagram(phase: torch.Tensor, x: torch.Tensor, y: torch.Tensor, phases: Sequence[str],
+                  xlabel: str = "", ylabel: str = "", title: str = ""):
+    """A categorical map: phase [len(y), len(x)] of indices into phases, on log axes x and y."""
+    from matplotlib.colors import ListedColormap
+
+    phase, x, y = _numpy(phase), _numpy(x), _numpy(y)
+    colours = ["#d9d9d9", "#4c72b0", "#dd8452", "#55a868"][: len(phases)]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.pcolormesh(_edges(x), _edges(y), phase, cmap=ListedColormap(colours), vmin=-0.5, vmax=len(phases) - 0.5)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in colours], labels=list(phases),
+              loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _edges(centres: np.ndarray) -> np.ndarray:
+    """Cell edges, halfway (in log space) between log-spaced cell centres."""
+    c = np.log(centres)
+    mid = (c[1:] + c[:-1]) / 2
+    return np.exp(np.concatenate([[2 * c[0] - mid[0]], mid, [2 * c[-1] - mid[-1]]]))
+
+
+def dimensionality_scatter(x: torch.Tensor, dims: torch.Tensor, d_star: torch.Tensor,
+                           represented: torch.Tensor | None = None,
+                           fractions: Sequence[float] = (1, 3 / 4, 2 / 3, 1 / 2, 2 / 5, 3 / 8, 1 / 3),
+                           xlabel: str = "1 / (1 - S)"):
+    """The paper's geometry plot: each feature's dimensionality (dots), D* (line), and reference fractions.
+
+    x [instance] (log axis), dims [instance, feature], d_star [instance]. Only the features marked in
+    represented [instance, feature] are drawn (default: those with a dimensionality above 0.05).
+    """
+    from fractions import Fraction
+
+    x, dims, d_star = _numpy(x), _numpy(dims), _numpy(d_star)
+    keep = dims > 0.05 if represented is None else _numpy(represented).astype(bool)
+    if keep.shape != dims.shape:
+        raise ValueError(f"represented has shape {keep.shape} but dims has {dims.shape}")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for f in fractions:
+        ax.axhline(f, color="grey", linewidth=0.5, linestyle=":")
+        ax.text(x.max() * 1.05, f, str(Fraction(f).limit_denominator(10)), va="center", fontsize=8)
+    jitter = np.exp(np.random.default_rng(0).uniform(-0.03, 0.03, dims.shape))
+    ax.scatter((x[:, None] * jitter)[keep], dims[keep], s=6, alpha=0.5, label="feature dimensionality D_i")
+    ax.plot(x, d_star, color="black", marker="o", markersize=3, label="D* (dimensions per feature)")
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("dimensions per feature")
+    ax.set_ylim(0, 1.1)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig

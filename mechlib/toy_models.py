@@ -42,20 +42,34 @@ class ToyModel(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [batch, instance, feature] -> reconstruction [batch, instance, feature]."""
-        hidden = torch.einsum("ihf,bif->bih", self.W, x)  # [batch, instance, hidden]
-        out = torch.einsum("ihf,bih->bif", self.W, hidden)  # [batch, instance, feature]
-        return torch.relu(out + self.b_final)
+        return toy_forward(self.W, self.b_final, x)
 
     def generate_batch(self, batch_size: int) -> torch.Tensor:
         """Each feature present with its probability, uniform in [0, 1] when present.  # [batch, instance, feature]"""
         shape = (batch_size, self.cfg.n_instances, self.cfg.n_features)
-        values = torch.rand(shape, generator=self.generator)
-        present = torch.rand(shape, generator=self.generator) < self.feature_probability
-        return values * present
+        u = torch.rand(shape, generator=self.generator)
+        # one draw does both: u < p with probability p, and given that, u / p is uniform in [0, 1)
+        return (u < self.feature_probability) * (u / self.feature_probability)
 
     def loss_per_instance(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Importance-weighted squared error, averaged over the batch.  # [instance]"""
-        return (self.importance * (x - out) ** 2).sum(-1).mean(0)
+        return weighted_mse(x, out, self.importance)
+
+
+def toy_forward(W: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x' = ReLU(W^T W x + b) for every instance at once.
+
+    W [instance, hidden, feature], b [instance, feature], x [batch, instance, feature] -> [batch, instance, feature]
+    """
+    hidden = torch.einsum("ihf,bif->bih", W, x)  # [batch, instance, hidden]
+    out = torch.einsum("ihf,bih->bif", W, hidden)  # [batch, instance, feature]
+    return torch.relu(out + b)
+
+
+def weighted_mse(x: torch.Tensor, out: torch.Tensor, importance: torch.Tensor) -> torch.Tensor:
+    """sum_i I_i (x_i - x'_i)^2, averaged over the batch. x, out [batch, instance, feature],
+    importance [instance, feature] -> [instance]"""
+    return (importance * (x - out) ** 2).sum(-1).mean(0)
 
 
 def train_toy_model(model: ToyModel, steps: int = 5000, batch_size: int = 1024, lr: float = 1e-3,
@@ -75,6 +89,34 @@ def train_toy_model(model: ToyModel, steps: int = 5000, batch_size: int = 1024, 
     with torch.no_grad():
         x = model.generate_batch(eval_size)
         return model.loss_per_instance(x, model(x))
+
+
+def train_toy_models(n_features: int, n_hidden: int, feature_probability: torch.Tensor, importance: torch.Tensor,
+                     restarts: int = 1, steps: int = 5000, batch_size: int = 1024, lr: float = 1e-3, seed: int = 0,
+                     progress: bool = True) -> tuple[ToyModel, torch.Tensor]:
+    """One toy model per configuration, trained `restarts` times; keep the restart with the lowest loss.
+
+    feature_probability: [config] or [config, feature]; importance: [feature] or [config, feature].
+    Returns a ToyModel with one instance per configuration, and its loss [config]. All restarts train
+    at once as instances of one batched model (restart r of configuration c is instance r * configs + c).
+    """
+    p = torch.as_tensor(feature_probability, dtype=torch.float)
+    imp = torch.as_tensor(importance, dtype=torch.float)
+    n_configs = p.shape[0]
+    if imp.dim() == 2 and imp.shape[0] != n_configs:
+        raise ValueError(f"importance has {imp.shape[0]} rows but there are {n_configs} configurations "
+                         f"(feature_probability has {n_configs}): give one row per configuration, or a [feature] vector")
+    repeat = (restarts,) + (1,) * (p.dim() - 1)
+    model = ToyModel(ToyConfig(n_features, n_hidden, restarts * n_configs), p.repeat(repeat),
+                     imp.repeat(restarts, 1) if imp.dim() == 2 else imp, seed=seed)
+    loss = train_toy_model(model, steps, batch_size, lr, progress).view(restarts, n_configs)
+    best = loss.argmin(0)  # [config]: the restart to keep
+    pick = best * n_configs + torch.arange(n_configs)  # [config]: its instance
+    kept = ToyModel(ToyConfig(n_features, n_hidden, n_configs), p, imp, seed=seed)
+    with torch.no_grad():
+        kept.W.copy_(model.W[pick])
+        kept.b_final.copy_(model.b_final[pick])
+    return kept, loss.min(0).values
 
 
 def feature_norms(W: torch.Tensor) -> torch.Tensor:
@@ -97,3 +139,28 @@ def feature_dimensionality(W: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
 def dimensions_per_feature(W: torch.Tensor) -> torch.Tensor:
     """D* = m / ||W||_F^2: hidden dimensions per (fully) represented feature.  W [..., hidden, feature] -> [...]"""
     return W.shape[-2] / W.pow(2).sum(dim=(-2, -1))
+
+
+def interference(W: torch.Tensor) -> torch.Tensor:
+    """sum_{j != i} (W_i_hat . W_j)^2: how much of other features lies along feature i's direction.
+
+    0 when feature i has a direction of its own (the paper colours such features black). W [..., hidden, feature] -> [..., feature]
+    """
+    unit = W / (feature_norms(W)[..., None, :] + 1e-9)  # [..., hidden, feature]
+    overlaps = torch.einsum("...hi,...hj->...ij", unit, W) ** 2  # [..., feature, feature]
+    return overlaps.sum(-1) - overlaps.diagonal(dim1=-2, dim2=-1)
+
+
+PHASES = ("not represented", "dedicated dimension", "superposition")
+
+
+def extra_feature_phase(W: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """The phase of feature 1 in a model of 2 features in 1 dimension, as in the paper's phase diagrams.
+
+    W [..., 1, 2] -> [...] indices into PHASES: 0 if feature 1 is not represented (norm < threshold),
+    1 if it has the dimension to itself (feature 0 is not represented), 2 if both share it.
+    """
+    if W.shape[-2:] != (1, 2):
+        raise ValueError(f"the phase diagram is for 2 features in 1 dimension: W should be [..., 1, 2], got {tuple(W.shape)}")
+    represented = feature_norms(W) > threshold  # [..., 2]
+    return torch.where(~represented[..., 1], 0, torch.where(~represented[..., 0], 1, 2))

@@ -102,3 +102,28 @@ def test_induction_scores_check(model, capsys):
 
     assert not check_induction_scores(off_by_one, model)
     assert capsys.readouterr().out.count("✗") == 2
+
+
+# ---------------------------------------------------------------- lesson 02 checks
+def test_toy_model_checks(capsys):
+    from mechlib.checks import check_feature_dimensionality, check_toy_forward, check_weighted_loss
+    from mechlib.toy_models import feature_dimensionality, toy_forward, weighted_mse
+
+    assert check_toy_forward(toy_forward)
+    assert check_weighted_loss(weighted_mse)
+    assert check_feature_dimensionality(feature_dimensionality)
+    assert capsys.readouterr().out.count("✓") == 3
+    # plausible mistakes: no ReLU; W W^T instead of W^T W (wrong shape); forgot the importance;
+    # summed over the batch; a dimensionality that divides by zero for a feature that is not represented
+    assert not check_toy_forward(lambda W, b, x: torch.einsum("ihf,bih->bif", W, torch.einsum("ihf,bif->bih", W, x)) + b)
+    assert not check_toy_forward(lambda W, b, x: torch.einsum("ihf,big->bih", W, torch.einsum("igf,bif->big", W, x)))
+    assert not check_weighted_loss(lambda x, out, imp: ((x - out) ** 2).sum(-1).mean(0))
+    assert not check_weighted_loss(lambda x, out, imp: (imp * (x - out) ** 2).sum(-1).sum(0))
+
+    def no_epsilon(W):
+        norms = W.norm(dim=-2)
+        overlaps = torch.einsum("...hi,...hj->...ij", W / norms[..., None, :], W) ** 2
+        return norms**2 / overlaps.sum(-1)
+
+    assert not check_feature_dimensionality(no_epsilon)
+    assert capsys.readouterr().out.count("✗") == 5

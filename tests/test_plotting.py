@@ -52,3 +52,42 @@ def test_attention_browser_has_a_slider_per_axis():
     layer, head = box.children[0].children
     assert (layer.max, head.max) == (1, 2)
     head.value = 2  # redraws without error
+
+
+# ---------------------------------------------------------------- toy models
+def test_feature_directions_draws_one_arrow_per_feature_per_panel():
+    from mechlib.plotting import feature_directions
+
+    W = torch.randn(3, 2, 5)
+    fig = feature_directions(W, ["a", "b", "c"], importance=0.9 ** torch.arange(5.0))
+    assert len(fig.axes) == 3 and [ax.get_title() for ax in fig.axes] == ["a", "b", "c"]
+    assert all(len(ax.lines) == 5 for ax in fig.axes)
+    with pytest.raises(ValueError, match="instance, 2, feature"):
+        feature_directions(torch.randn(3, 4, 5), ["a", "b", "c"])
+
+
+def test_superposition_bars_one_bar_per_feature():
+    from mechlib.plotting import superposition_bars
+
+    fig = superposition_bars(torch.rand(2, 7), torch.rand(2, 7), ["dense", "sparse"])
+    assert [len(ax.patches) for ax in fig.axes] == [7, 7]
+
+
+def test_phase_diagram_has_a_legend_entry_per_phase():
+    from mechlib.plotting import phase_diagram
+
+    phase = torch.tensor([[0, 1], [2, 2]])
+    fig = phase_diagram(phase, torch.tensor([0.1, 10.0]), torch.tensor([1.0, 0.1]), ["a", "b", "c"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b", "c"]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+
+
+def test_dimensionality_scatter_leaves_out_unrepresented_features():
+    from mechlib.plotting import dimensionality_scatter
+
+    dims = torch.tensor([[1.0, 0.0, 0.5], [0.4, 0.4, 0.0]])
+    fig = dimensionality_scatter(torch.tensor([1.0, 4.0]), dims, torch.tensor([0.8, 0.4]))
+    ax = fig.axes[0]
+    assert len(ax.collections[0].get_offsets()) == 4  # the two zeros are not drawn
+    assert "1/2" in [t.get_text() for t in ax.texts] and "2/5" in [t.get_text() for t in ax.texts]

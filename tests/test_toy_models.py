@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from mechlib.toy_models import (ToyConfig, ToyModel, dimensions_per_feature, feature_dimensionality, feature_norms,
-                                train_toy_model)
+from mechlib.toy_models import (PHASES, ToyConfig, ToyModel, dimensions_per_feature, extra_feature_phase,
+                                feature_dimensionality, feature_norms, interference, toy_forward,
+                                train_toy_models, weighted_mse)
 
 
 def _polygon(k: int) -> torch.Tensor:
@@ -23,12 +24,31 @@ def test_dimensionality_of_known_geometries():
     assert torch.allclose(feature_norms(_polygon(5)), torch.ones(5))
 
 
+def test_interference_of_known_geometries():
+    assert torch.allclose(interference(torch.eye(3)), torch.zeros(3))
+    assert torch.allclose(interference(torch.tensor([[1.0, -1.0]])), torch.ones(2))
+    assert torch.allclose(interference(_polygon(5)), torch.full((5,), 1.5), atol=1e-5)  # sum_j cos^2 = 5/2, minus itself
+
+
+def test_forward_and_loss_match_a_plain_loop():
+    g = torch.Generator().manual_seed(0)
+    W, b = torch.randn(3, 2, 5, generator=g), torch.randn(3, 5, generator=g)
+    x, imp = torch.rand(4, 3, 5, generator=g), torch.rand(3, 5, generator=g)
+    out = toy_forward(W, b, x)
+    for i in range(3):
+        want = torch.relu(x[:, i] @ W[i].T @ W[i] + b[i])  # [batch, feature]
+        assert torch.allclose(out[:, i], want, atol=1e-6)
+        assert weighted_mse(x, out, imp)[i].item() == pytest.approx((imp[i] * (x[:, i] - want) ** 2).sum(-1).mean().item(), rel=1e-5)
+
+
 def test_batch_follows_feature_probability():
     m = ToyModel(ToyConfig(n_features=4, n_hidden=2, n_instances=2), torch.tensor([1.0, 0.1]), torch.ones(4))
     x = m.generate_batch(20000)  # [batch, instance, feature]
     assert x.shape == (20000, 2, 4) and x.min() >= 0 and x.max() <= 1
     present = (x > 0).float().mean(dim=(0, 2))
     assert present[0] > 0.999 and abs(present[1] - 0.1) < 0.01
+    values = x[:, 1][x[:, 1] > 0]  # given present, uniform in [0, 1)
+    assert abs(values.mean().item() - 0.5) < 0.02 and abs(values.var().item() - 1 / 12) < 0.01
 
 
 def test_instances_are_independent():
@@ -39,12 +59,11 @@ def test_instances_are_independent():
     assert grad[0].abs().sum() == 0 and grad[2].abs().sum() == 0 and grad[1].abs().sum() > 0
 
 
-def test_sparse_features_form_a_pentagon():
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sparse_features_form_a_pentagon(seed):
     """5 features in 2 dimensions at feature probability 0.05: a regular pentagon (Elhage et al. 2022, fig. 2)."""
-    torch.manual_seed(0)
-    m = ToyModel(ToyConfig(5, 2, 4), torch.full((4,), 0.05), torch.ones(5), seed=0)
-    loss = train_toy_model(m, steps=3000, progress=False)
-    W = m.W.detach()[loss.argmin()]  # the best of 4 restarts: m = 2 is known to get stuck sometimes
+    m, _ = train_toy_models(5, 2, torch.tensor([0.05]), torch.ones(5), restarts=8, steps=2000, progress=False, seed=seed)
+    W = m.W.detach()[0]
     assert (feature_norms(W) > 0.8).all()
     angles = torch.atan2(W[1], W[0]).sort().values
     gaps = torch.rad2deg(torch.diff(torch.cat([angles, angles[:1] + 2 * math.pi])))
@@ -52,11 +71,59 @@ def test_sparse_features_form_a_pentagon():
     assert torch.allclose(feature_dimensionality(W), torch.full((5,), 0.4), atol=0.05)
 
 
+def test_dense_features_get_a_projection_or_the_most_important_two():
+    imp = torch.stack([torch.ones(5), 0.7 ** torch.arange(5.0)])
+    m, _ = train_toy_models(5, 2, torch.tensor([1.0, 1.0]), imp, restarts=8, steps=2000, progress=False)
+    equal, decaying = m.W.detach()
+    assert torch.allclose(equal @ equal.T, torch.eye(2), atol=0.05)  # W^T W is an orthogonal projection
+    norms = feature_norms(decaying)
+    assert (norms[:2] > 0.9).all() and (norms[2:] < 0.5).all()
+
+
 def test_sparsity_lets_more_features_in():
     """20 features in 5 dimensions, importance 0.7^i: 5 represented when dense, >= 10 at sparsity 0.99."""
-    m = ToyModel(ToyConfig(20, 5, 2), torch.tensor([1.0, 0.01]), 0.7 ** torch.arange(20.0), seed=0)
-    train_toy_model(m, steps=3000, progress=False)
+    m, _ = train_toy_models(20, 5, torch.tensor([1.0, 0.01]), 0.7 ** torch.arange(20.0), steps=2000, progress=False)
     represented = (feature_norms(m.W.detach()) > 0.5).sum(-1)  # [instance]
     assert represented[0] == 5 and represented[1] >= 10
     d_star = dimensions_per_feature(m.W.detach())
     assert d_star[0] == pytest.approx(1.0, abs=0.05) and d_star[1] < 0.6  # superposition: < 1 dimension a feature
+
+
+def test_restarts_rescue_runs_that_get_stuck():
+    """2 features in 1 dimension, sparse: a start with both features on the same side cannot reach superposition."""
+    p, imp = torch.full((16,), 0.05), torch.ones(2)
+    once, _ = train_toy_models(2, 1, p, imp, restarts=1, steps=1000, progress=False)
+    best_of_6, _ = train_toy_models(2, 1, p, imp, restarts=6, steps=1000, progress=False)
+    assert (extra_feature_phase(once.W.detach()) != 2).any()
+    assert (extra_feature_phase(best_of_6.W.detach()) == 2).all()
+
+
+def test_restarts_need_one_importance_row_per_configuration():
+    with pytest.raises(ValueError, match="one row per configuration"):
+        train_toy_models(2, 1, torch.tensor([1.0, 0.1]), torch.ones(3, 2), steps=1, progress=False)
+
+
+def test_phases_of_two_features_in_one_dimension():
+    W = torch.tensor([[[0.0, 0.0]], [[0.0, 1.0]], [[1.0, -1.0]], [[1.0, 0.1]]])  # [4, 1, 2]
+    assert [PHASES[i] for i in extra_feature_phase(W).tolist()] == [
+        "not represented", "dedicated dimension", "superposition", "not represented"]
+    with pytest.raises(ValueError, match="2 features in 1 dimension"):
+        extra_feature_phase(torch.zeros(2, 3))
+
+
+def test_phase_diagram_corners():
+    """Dense: the less important extra feature is dropped, the more important one takes the dimension.
+    Sparse: both share it."""
+    p = torch.tensor([1.0, 1.0, 0.03])
+    imp = torch.tensor([[1.0, 0.1], [1.0, 10.0], [1.0, 1.0]])
+    m, _ = train_toy_models(2, 1, p, imp, restarts=6, steps=1000, progress=False)
+    assert [PHASES[i] for i in extra_feature_phase(m.W.detach()).tolist()] == [
+        "not represented", "dedicated dimension", "superposition"]
+
+
+def test_antipodal_pairs_are_sticky():
+    """100 features in 10 dimensions: around 1/(1-S) = 3, D* sits at 1/2, the features in antipodal pairs."""
+    m, _ = train_toy_models(100, 10, torch.tensor([0.35, 0.28]), torch.ones(100), steps=1500, progress=False)
+    W = m.W.detach()
+    assert ((dimensions_per_feature(W) - 0.5).abs() < 0.08).all()
+    assert (((feature_dimensionality(W) - 0.5).abs() < 0.015).sum(-1) >= 14).all()
