@@ -399,6 +399,36 @@ def export_labels(path: str | Path, n_documents: int, seed: int = 0) -> Path:
     return path
 
 
+class PackedTokenBatches:
+    """Endless batches of the training mixture, packed: each row is whole documents, each after its
+    BOS, the last one cut off at n_ctx. encode turns a document into token ids. An iterator of
+    [batch, n_ctx] tensors whose position can be saved and restored (state_dict)."""
+
+    def __init__(self, encode: Callable[[Document], list[int]], bos: int, seed: int, batch_size: int, n_ctx: int):
+        self.encode, self.bos, self.batch_size, self.n_ctx = encode, bos, batch_size, n_ctx
+        self.gen, self.vocab = CorpusGenerator(seed), content_words()
+
+    def __iter__(self) -> "PackedTokenBatches":
+        return self
+
+    def __next__(self):
+        import torch
+
+        rows = []
+        for _ in range(self.batch_size):
+            row: list[int] = []
+            while len(row) < self.n_ctx:
+                row += [self.bos] + self.encode(self.gen.document(self.vocab))
+            rows.append(row[: self.n_ctx])
+        return torch.tensor(rows)
+
+    def state_dict(self) -> dict:
+        return {"rng": self.gen.rng.getstate()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.rng.setstate(state["rng"])
+
+
 def content_words() -> list[str]:
     """The vocabulary without special tokens: what random induction spans draw from."""
     return [w for w in vocabulary() if w not in (BOS, UNK)]

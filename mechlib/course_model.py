@@ -68,19 +68,10 @@ def build_model(vocab_size: int, n_layer: int = N_LAYER, n_head: int = N_HEAD, d
 
 
 def batches(tokenizer, seed: int, batch_size: int, n_ctx: int):
-    """Endless batches of packed documents, each document starting with BOS.  # [batch, n_ctx]"""
-    gen = corpus.CorpusGenerator(seed)
-    vocab = corpus.content_words()
+    """Endless batches of packed training documents, each starting with BOS.  # [batch, n_ctx]"""
     ids = tokenizer.get_vocab()
-    bos = ids[corpus.BOS]
-    while True:
-        rows = []
-        for _ in range(batch_size):
-            row: list[int] = []
-            while len(row) < n_ctx:  # whole documents, each after its BOS; the last one is cut off
-                row += [bos] + [ids[w] for w in gen.document(vocab).words]
-            rows.append(row[:n_ctx])
-        yield torch.tensor(rows)
+    return corpus.PackedTokenBatches(lambda doc: [ids[w] for w in doc.words], ids[corpus.BOS], seed,
+                                     batch_size, n_ctx)
 
 
 @dataclass

@@ -1,6 +1,9 @@
-"""What every sparse autoencoder shares: the weights (in sae-lens's layout), decode, forward, and
-the metrics the trainer and the lessons report. Each architecture is a small subclass in its own file
-that says how to encode and what its sparsity loss is."""
+"""What every sparse autoencoder shares: the weights (in sae-lens's layout and names), encode and
+decode, the loss, and the metrics the trainer reports. Each architecture is a small subclass in its own
+file that says how latents are activated and what its sparsity penalty is.
+
+Shapes: x [batch, d_in], pre-activations and latents [batch, d_sae], W_enc [d_in, d_sae], W_dec [d_sae, d_in].
+"""
 
 from __future__ import annotations
 
@@ -11,21 +14,31 @@ import torch
 
 @dataclass
 class SAEConfig:
+    """One config for every architecture; each reads the fields it needs (plain values, as in nanoGPT)."""
+
     d_in: int
     d_sae: int
-    architecture: str = "standard"
-    l1_coefficient: float = 1.0  # standard: weight of the L1 penalty on latent activations
+    architecture: str = "standard"  # standard | april | topk | batchtopk | jumprelu
+    l1_coefficient: float = 1.0  # standard, april: weight of the L1 penalty
+    k: int = 16  # topk: active latents per input; batchtopk: per input on average
+    aux_k_coefficient: float = 1 / 32  # topk, batchtopk: weight of the AuxK loss on dead latents
+    l0_coefficient: float = 1.0  # jumprelu: weight of the L0 penalty
+    bandwidth: float = 0.001  # jumprelu: width of the straight-through estimator's window
+    threshold_init: float = 0.001  # jumprelu: initial threshold
+    threshold_lr: float = 0.01  # batchtopk: rate of the moving average that sets the inference threshold
     seed: int = 0
-    metadata: dict = field(default_factory=dict)  # model_name, hook_name, ... (saved with the weights)
+    metadata: dict = field(default_factory=dict)  # model_name, hook_name, ...: saved with the weights
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 class SAE(torch.nn.Module):
-    """x [batch, d_in] -> latents [batch, d_sae] -> reconstruction [batch, d_in]."""
+    """x -> latents = activation(pre) with pre = (x - b_dec?) W_enc + b_enc -> x_hat = latents W_dec + b_dec."""
 
-    architecture = ""
+    architecture = ""  # the name in SAEConfig.architecture
+    saved_architecture = ""  # the name sae-lens gives the inference form
+    apply_b_dec_to_input = True  # subtract b_dec from the input before encoding
 
     def __init__(self, cfg: SAEConfig):
         super().__init__()
@@ -34,36 +47,73 @@ class SAE(torch.nn.Module):
         w_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=g)
         w_dec /= w_dec.norm(dim=-1, keepdim=True)  # unit-norm decoder directions
         self.W_dec = torch.nn.Parameter(w_dec)  # [d_sae, d_in]
-        self.W_enc = torch.nn.Parameter(w_dec.T.clone())  # [d_in, d_sae]: the encoder starts as the decoder's transpose
+        self.W_enc = torch.nn.Parameter(w_dec.T.clone())  # [d_in, d_sae]: starts as the decoder's transpose
         self.b_enc = torch.nn.Parameter(torch.zeros(cfg.d_sae))  # [d_sae]
         self.b_dec = torch.nn.Parameter(torch.zeros(cfg.d_in))  # [d_in]
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """x [batch, d_in] -> latent activations [batch, d_sae]."""
+    # -- the forward pass --
+    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., d_in] -> [..., d_sae]"""
+        if self.apply_b_dec_to_input:
+            x = x - self.b_dec
+        return x @ self.W_enc + self.b_enc
+
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        """pre-activations -> latent activations, both [..., d_sae]."""
         raise NotImplementedError
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., d_in] -> latent activations [..., d_sae]."""
+        return self.activate(self.pre_activation(x))
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """latents [batch, d_sae] -> reconstruction [batch, d_in]."""
+        """latents [..., d_sae] -> reconstruction [..., d_in]."""
         return z @ self.W_dec + self.b_dec
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encode(x)
         return self.decode(z), z
 
-    def sparsity_loss(self, z: torch.Tensor) -> torch.Tensor:
+    # -- training --
+    def sparsity_loss(self, z: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
         return z.new_zeros(())
 
-    def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Reconstruction error (squared, summed over d_in) plus the architecture's sparsity term,
-        both averaged over the batch. Returns the loss and its parts, with the latents."""
-        x_hat, z = self(x)
+    def aux_loss(self, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor,
+                 dead: torch.Tensor | None) -> torch.Tensor:
+        """An extra term that revives dead latents (TopK's AuxK); dead [d_sae] bool or None."""
+        return x.new_zeros(())
+
+    def loss(self, x: torch.Tensor, dead: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Squared error (summed over d_in, averaged over the batch) plus sparsity and auxiliary terms.
+        Returns the loss and its parts, with x_hat, z and pre for the trainer's metrics."""
+        pre = self.pre_activation(x)
+        z = self.activate(pre)
+        x_hat = self.decode(z)
         mse = (x_hat - x).pow(2).sum(-1).mean()
-        sparsity = self.sparsity_loss(z)
-        return mse + sparsity, {"mse": mse, "sparsity": sparsity, "x_hat": x_hat, "z": z}
+        sparsity = self.sparsity_loss(z, pre)
+        aux = self.aux_loss(x, x_hat, pre, dead)
+        return mse + sparsity + aux, {"mse": mse, "sparsity": sparsity, "aux": aux, "x_hat": x_hat, "z": z, "pre": pre}
 
     @torch.no_grad()
     def after_step(self) -> None:
         """Called after each optimiser step: constraints on the weights (unit-norm decoder, ...)."""
+
+    @torch.no_grad()
+    def normalise_decoder(self) -> None:
+        self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+
+    # -- files --
+    def inference_threshold(self) -> torch.Tensor | None:
+        """For architectures saved as JumpReLU: the per-latent threshold [d_sae]."""
+        return None
+
+    @torch.no_grad()
+    def fold_input_scale(self, scale: float) -> None:
+        """Trained on activations multiplied by `scale`: change the weights so that the SAE takes
+        and returns raw activations instead. Latent activations are unchanged."""
+        self.W_enc *= scale
+        self.W_dec /= scale
+        self.b_dec /= scale
 
 
 def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The reference text's SAE: ReLU latents, an L1 penalty, the input centred by the decoder bias, and
 decoder directions renormalised to unit length after every step (so the L1 penalty cannot be
-dodged by shrinking latents and growing decoder columns)."""
+dodged by shrinking latents and growing decoder directions)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from mechlib.sae.base import SAE
 
 class StandardSAE(SAE):
     architecture = "standard"
+    saved_architecture = "standard"
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu((x - self.b_dec) @ self.W_enc + self.b_enc)  # [batch, d_sae]
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        return torch.relu(pre)
 
-    def sparsity_loss(self, z: torch.Tensor) -> torch.Tensor:
+    def sparsity_loss(self, z: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
         return self.cfg.l1_coefficient * z.abs().sum(-1).mean()
 
     @torch.no_grad()
     def after_step(self) -> None:
-        self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True)
+        self.normalise_decoder()

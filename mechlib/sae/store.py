@@ -1,0 +1,160 @@
+"""Training data for SAEs: activations streamed from a model, shuffled in a bounded buffer.
+
+`ActivationStore` runs the model on token batches and collects one hook's activations (a
+TransformerLens hook name, or an nnsight module path such as "transformer.h.2"). It keeps at most
+`buffer_size` activations in memory, shuffles them, and hands out half the buffer before refilling, so
+consecutive batches mix many documents. BOS and padding positions are left out: BOS activations are
+outliers that no SAE should spend latents on. `InMemoryActivations` serves a fixed tensor the same way
+(benchmarks, toy data). Both can save and restore their state, so a resumed training run sees exactly
+the batches the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from mechlib import corpus
+
+
+class InMemoryActivations:
+    """Shuffled batches [batch_size, d_in] from a fixed tensor of activations [n, d_in]."""
+
+    def __init__(self, activations: torch.Tensor, batch_size: int, seed: int = 0, scale: float = 1.0):
+        self.activations, self.batch_size, self.scale = activations, batch_size, scale
+        self.generator = torch.Generator().manual_seed(seed)
+        self._order, self._pos = torch.randperm(len(activations), generator=self.generator), 0
+
+    def next_batch(self) -> torch.Tensor:
+        if self._pos + self.batch_size > len(self._order):
+            self._order, self._pos = torch.randperm(len(self.activations), generator=self.generator), 0
+        idx = self._order[self._pos:self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return self.activations[idx] * self.scale
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "order": self._order.clone(), "pos": self._pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self._order, self._pos = state["order"].clone(), state["pos"]
+
+
+def hook_width(model, hook_name: str) -> int:
+    """The last dimension of a TransformerLens hook's activations; a clear error for an unknown hook."""
+    names = set(model.hook_dict)
+    if hook_name not in names:
+        close = sorted(n for n in names if hook_name.split(".")[-1] in n)[:8]
+        raise ValueError(f"{hook_name!r} is not a hook of this model. "
+                         + (f"Hooks with a similar name: {close}" if close else "See model.hook_dict for the hooks.")
+                         + " Residual stream hooks look like 'blocks.2.hook_resid_post'.")
+    bos = model.tokenizer.bos_token_id or 0
+    _, cache = model.run_with_cache(torch.tensor([[bos]], device=model.cfg.device), names_filter=hook_name)
+    return cache[hook_name].shape[-1]
+
+
+def corpus_token_batches(model, batch_size: int = 32, seed: int = 0, n_ctx: int = 128) -> corpus.PackedTokenBatches:
+    """The course corpus's training mixture in the model's own tokenizer, packed into rows of
+    min(n_ctx, the model's context) tokens.  # an iterator of [batch, seq]"""
+    tok = model.tokenizer
+    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    context = model.cfg.n_ctx if hasattr(model, "cfg") else model.config.n_positions
+    return corpus.PackedTokenBatches(lambda doc: tok(doc.text, add_special_tokens=False)["input_ids"], bos, seed,
+                                     batch_size, min(n_ctx, context))
+
+
+def _module(model, path: str):
+    mod = model
+    for part in path.split("."):
+        mod = mod[int(part)] if part.isdigit() else getattr(mod, part)
+    return mod
+
+
+class ActivationStore:
+    """Activations of one hook of `model` on the course corpus (or any token batches), shuffled.
+
+    model: a TransformerLens bridge (hook: a hook name) or an nnsight model (hook: a module path; its
+    output, or the first element of a tuple output). tokens: an iterator of token batches
+    [batch, seq]; the default is the course corpus's training mixture, tokenized by the model's
+    tokenizer. normalize: scale activations so that their mean norm is sqrt(d_in) (sae-lens's
+    "expected_average_only_in"); the factor is `self.scale`, measured once on the first buffer.
+    """
+
+    def __init__(self, model, hook: str, batch_size: int = 4096, buffer_size: int = 65536,
+                 tokens: Iterator[torch.Tensor] | None = None, token_batch_size: int = 32, seed: int = 0,
+                 normalize: bool = False, device: str | torch.device | None = None):
+        self.model, self.hook, self.batch_size = model, hook, batch_size
+        self.backend = "transformer_lens" if hasattr(model, "hook_dict") else "nnsight"
+        self.device = device or (model.cfg.device if self.backend == "transformer_lens" else model.device)
+        if batch_size > buffer_size // 2:
+            raise ValueError(f"buffer_size ({buffer_size}) must be at least twice batch_size ({batch_size})")
+        if self.backend == "transformer_lens":
+            self.d_in = hook_width(model, hook)
+        self.buffer_size, self.seed = buffer_size, seed
+        self.tokens = tokens if tokens is not None else corpus_token_batches(model, token_batch_size, seed)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.buffer: torch.Tensor | None = None  # [n, d_in], on self.device
+        self.scale = 1.0
+        self.normalize = normalize
+        self._fill()
+        if normalize:
+            self.scale = float(self.buffer.shape[-1] ** 0.5 / self.buffer.norm(dim=-1).mean())
+
+    @torch.no_grad()
+    def activations(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The hook's activations on tokens [batch, seq], without BOS/pad positions.  # [n, d_in]"""
+        tokens = tokens.to(self.device)
+        if self.backend == "transformer_lens":
+            layer = self._layer()
+            _, cache = self.model.run_with_cache(tokens, names_filter=self.hook,
+                                                 **({"stop_at_layer": layer + 1} if layer is not None else {}))
+            acts = cache[self.hook]
+        else:
+            with self.model.trace(tokens):
+                out = _module(self.model, self.hook).output
+                saved = out.save()
+            acts = saved[0] if isinstance(saved, tuple) else saved
+        tok = self.model.tokenizer
+        special = {t for t in (tok.bos_token_id, tok.pad_token_id, tok.eos_token_id) if t is not None}
+        keep = ~torch.isin(tokens, torch.tensor(sorted(special), device=tokens.device))  # [batch, seq]
+        return acts[keep].float()
+
+    def _layer(self) -> int | None:
+        parts = self.hook.split(".")
+        return int(parts[1]) if parts[0] == "blocks" and len(parts) > 1 and parts[1].isdigit() else None
+
+    def _fill(self) -> None:
+        """Top the buffer up to buffer_size with fresh activations and shuffle it."""
+        chunks = [] if self.buffer is None else [self.buffer]
+        have = 0 if self.buffer is None else len(self.buffer)
+        while have < self.buffer_size:
+            acts = self.activations(next(self.tokens))
+            chunks.append(acts)
+            have += len(acts)
+        buffer = torch.cat(chunks)[: self.buffer_size]
+        perm = torch.randperm(len(buffer), generator=self.generator).to(buffer.device)
+        self.buffer = buffer[perm]
+
+    def next_batch(self) -> torch.Tensor:
+        """[batch_size, d_in], scaled by self.scale."""
+        if len(self.buffer) - self.batch_size < self.buffer_size // 2:
+            self._fill()
+        batch, self.buffer = self.buffer[: self.batch_size], self.buffer[self.batch_size:]
+        return batch * self.scale
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue the same stream: the buffer, the RNG and the token source's position."""
+        tokens = self.tokens.state_dict() if hasattr(self.tokens, "state_dict") else None
+        return {"buffer": self.buffer.cpu().clone(), "generator": self.generator.get_state(), "scale": self.scale,
+                "tokens": tokens}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["tokens"] is not None and not hasattr(self.tokens, "load_state_dict"):
+            raise ValueError("this store's token source cannot restore a position: resume with the same "
+                             "kind of source (the default corpus source can)")
+        self.buffer = state["buffer"].to(self.device)
+        self.generator.set_state(state["generator"])
+        self.scale = state["scale"]
+        if state["tokens"] is not None:
+            self.tokens.load_state_dict(state["tokens"])

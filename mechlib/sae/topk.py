@@ -1,0 +1,44 @@
+"""TopK SAE (Gao et al. 2024): keep the k largest pre-activations of each input, no sparsity penalty.
+Dead latents are revived by the AuxK loss: the top dead latents must reconstruct what the live ones
+miss."""
+
+from __future__ import annotations
+
+import torch
+
+from mechlib.sae.base import SAE
+
+
+def keep_top(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Zero all but the k largest entries of each row, and the negative ones.  # [..., d_sae]"""
+    top = values.topk(k, dim=-1)
+    return torch.zeros_like(values).scatter(-1, top.indices, torch.relu(top.values))
+
+
+def auxk_loss(sae: SAE, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor | None,
+              coefficient: float) -> torch.Tensor:
+    """The top d_in/2 dead latents reconstruct the residual x - x_hat (Gao et al. 2024, appendix B.1)."""
+    if dead is None or not bool(dead.any()):
+        return x.new_zeros(())
+    n_dead = int(dead.sum())
+    k_aux = min(x.shape[-1] // 2, n_dead)
+    dead_pre = torch.where(dead, pre, -torch.inf)  # [batch, d_sae]: live latents can't be picked
+    aux_z = keep_top(dead_pre, k_aux)
+    residual = (x - x_hat).detach()
+    aux_loss = (aux_z @ sae.W_dec - residual).pow(2).sum(-1).mean()
+    return coefficient * min(n_dead / (x.shape[-1] // 2), 1.0) * aux_loss
+
+
+class TopKSAE(SAE):
+    architecture = "topk"
+    saved_architecture = "topk"
+
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        return keep_top(pre, self.cfg.k)
+
+    def aux_loss(self, x, x_hat, pre, dead):
+        return auxk_loss(self, x, x_hat, pre, dead, self.cfg.aux_k_coefficient)
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        self.normalise_decoder()
