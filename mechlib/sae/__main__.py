@@ -24,7 +24,7 @@ def _metrics_table(rows: dict[str, dict]) -> str:
     return "\n".join(out)
 
 
-def eval_tokens(model, n_batches: int = 2, batch_size: int = 32, seed: int = 12345) -> torch.Tensor:
+def eval_tokens(model, n_batches: int = 8, batch_size: int = 32, seed: int = 12345) -> torch.Tensor:
     """Held-out corpus text for metrics (another seed than training's).  # [batch, seq]"""
     from mechlib.sae.store import corpus_token_batches
 

@@ -54,8 +54,8 @@ class SAE(torch.nn.Module):
     # -- the forward pass --
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., d_in] -> [..., d_sae]"""
-        if self.apply_b_dec_to_input:
-            x = x - self.b_dec
+        if self.apply_b_dec_to_input:  # (x - b_dec) W_enc, with b_dec's share computed once, not per input
+            return x @ self.W_enc + (self.b_enc - self.b_dec @ self.W_enc)
         return x @ self.W_enc + self.b_enc
 
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
@@ -75,6 +75,11 @@ class SAE(torch.nn.Module):
         return self.decode(z), z
 
     # -- training --
+    def reconstruct(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pre-activations -> (reconstruction, latents): the training forward pass after the encoder matmul."""
+        z = self.activate(pre)
+        return self.decode(z), z
+
     def sparsity_loss(self, z: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
         return z.new_zeros(())
 
@@ -87,8 +92,7 @@ class SAE(torch.nn.Module):
         """Squared error (summed over d_in, averaged over the batch) plus sparsity and auxiliary terms.
         Returns the loss and its parts, with x_hat, z and pre for the trainer's metrics."""
         pre = self.pre_activation(x)
-        z = self.activate(pre)
-        x_hat = self.decode(z)
+        x_hat, z = self.reconstruct(pre)
         mse = (x_hat - x).pow(2).sum(-1).mean()
         sparsity = self.sparsity_loss(z, pre)
         aux = self.aux_loss(x, x_hat, pre, dead)

@@ -36,6 +36,16 @@ class TopKSAE(SAE):
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
         return keep_top(pre, self.cfg.k)
 
+    def reconstruct(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode only the k active latents of each input: a gather of k decoder rows instead of a
+        matmul with d_sae mostly-zero latents (30x less work at k = 16, d_sae = 1024)."""
+        top = pre.topk(self.cfg.k, dim=-1)
+        values = torch.relu(top.values)  # [batch, k]
+        x_hat = torch.nn.functional.embedding_bag(top.indices, self.W_dec, per_sample_weights=values,
+                                                  mode="sum") + self.b_dec  # [batch, d_in]
+        z = torch.zeros_like(pre).scatter_(-1, top.indices, values.detach())  # [batch, d_sae], for metrics
+        return x_hat, z
+
     def aux_loss(self, x, x_hat, pre, dead):
         return auxk_loss(self, x, x_hat, pre, dead, self.cfg.aux_k_coefficient)
 
