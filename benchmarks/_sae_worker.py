@@ -17,6 +17,7 @@ BATCH, EXPANSION, K, L1, LR, WARMUP = 4096, 8, 16, 5.0, 1e-3, 3
 
 def main() -> None:
     backend, arch, path, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    lr = float(sys.argv[5]) if len(sys.argv) > 5 else LR
     torch.manual_seed(0)
     data = load_file(path)
     train, held_out = data["train"], data["held_out"]  # [n, d_in] each
@@ -27,7 +28,7 @@ def main() -> None:
         from mechlib.sae import SAEConfig, Trainer, TrainConfig, make_sae
 
         sae = make_sae(SAEConfig(d_in=d_in, d_sae=EXPANSION * d_in, architecture=arch, k=K, l1_coefficient=L1))
-        trainer = Trainer(sae, lambda: next(batches), TrainConfig(steps=steps + WARMUP, lr=LR, log_every=10**9))
+        trainer = Trainer(sae, lambda: next(batches), TrainConfig(steps=steps + WARMUP, lr=lr, log_every=10**9))
         for _ in range(WARMUP):
             trainer.step()
         start = time.perf_counter()
@@ -46,7 +47,8 @@ def main() -> None:
             sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=EXPANSION * d_in, k=K))
         else:
             sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=d_in, d_sae=EXPANSION * d_in, l1_coefficient=L1))
-        cfg = SAETrainerConfig(total_training_samples=(steps + WARMUP) * BATCH, train_batch_size_samples=BATCH, lr=LR)
+        cfg = SAETrainerConfig(total_training_samples=(steps + WARMUP) * BATCH, train_batch_size_samples=BATCH, lr=lr,
+                               lr_end=lr)  # constant, as mechlib
         trainer = SAETrainer(cfg, sae, batches, save_checkpoint_fn=lambda **kw: None)
         for _ in range(WARMUP):
             trainer.step(next(batches))

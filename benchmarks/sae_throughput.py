@@ -1,6 +1,6 @@
 """mechlib's SAE trainer against sae-lens's, on identical activations, side by side in one run.
 
-    python benchmarks/sae_throughput.py [--steps 40] [--repeats 2]
+    python benchmarks/sae_throughput.py [--steps 100] [--repeats 2]
 
 The activations are the course model's blocks.2.hook_resid_post (d_in = 128) on corpus text; both
 trainers get the same batches in the same order (batch 4096, d_sae = 8 x 128, lr 1e-3, Adam) on the
@@ -73,7 +73,7 @@ def run(python: Path, backend: str, arch: str, acts: Path, steps: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=40, help="timed steps per run (after 3 warm-up steps)")
+    p.add_argument("--steps", type=int, default=100, help="timed steps per run (after 3 warm-up steps)")
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
     sl_python = saelens_python()
