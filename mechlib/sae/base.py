@@ -66,9 +66,13 @@ class SAE(torch.nn.Module):
         """x [..., d_in] -> latent activations [..., d_sae]."""
         return self.activate(self.pre_activation(x))
 
+    def decoder(self) -> torch.Tensor:
+        """The decoder directions the forward pass uses.  # [d_sae, d_in]"""
+        return self.W_dec
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """latents [..., d_sae] -> reconstruction [..., d_in]."""
-        return z @ self.W_dec + self.b_dec
+        return z @ self.decoder() + self.b_dec
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encode(x)
@@ -107,6 +111,10 @@ class SAE(torch.nn.Module):
         self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp(min=1e-8)
 
     # -- files --
+    def inference_weights(self) -> dict[str, torch.Tensor]:
+        """W_enc, W_dec, b_enc, b_dec as an inference SAE of saved_architecture uses them."""
+        return {name: getattr(self, name).detach() for name in ("W_enc", "W_dec", "b_enc", "b_dec")}
+
     def inference_threshold(self) -> torch.Tensor | None:
         """For architectures saved as JumpReLU: the per-latent threshold [d_sae]."""
         return None

@@ -57,7 +57,7 @@ def ghost_grads_loss(sae: SAE, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.
     if not bool(dead.any()):
         return x.new_zeros(())
     residual = (x - x_hat).detach()  # [batch, d_in]
-    ghost = torch.exp(pre[:, dead]) @ sae.W_dec[dead]  # [batch, d_in]
+    ghost = torch.exp(pre[:, dead]) @ sae.decoder()[dead]  # [batch, d_in]
     scale = residual.norm(dim=-1, keepdim=True) / (2 * ghost.norm(dim=-1, keepdim=True).clamp(min=1e-8))
     ghost_mse = (ghost * scale.detach() - residual).pow(2).sum(-1)  # [batch]
     mse = (x_hat - x).pow(2).sum(-1).detach()  # [batch]

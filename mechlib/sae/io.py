@@ -21,7 +21,7 @@ def save_sae(sae: SAE, path: str | Path) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     cfg = sae.cfg
-    tensors = {name: getattr(sae, name).detach().cpu().contiguous() for name in ("W_enc", "W_dec", "b_enc", "b_dec")}
+    tensors = {name: t.cpu().contiguous() for name, t in sae.inference_weights().items()}
     threshold = sae.inference_threshold()
     if threshold is not None:
         tensors["threshold"] = threshold.detach().cpu().contiguous()
