@@ -21,7 +21,7 @@ class SAEConfig:
     architecture: str = "standard"  # standard | april | topk | batchtopk | jumprelu
     l1_coefficient: float = 1.0  # standard, april: weight of the L1 penalty
     k: int = 16  # topk: active latents per input; batchtopk: per input on average
-    aux_k_coefficient: float = 1 / 32  # topk, batchtopk: weight of the AuxK loss on dead latents
+    aux_k_coefficient: float = 1.0  # topk, batchtopk: weight of the AuxK loss (as sae-lens; our MSE is summed over d_in)
     l0_coefficient: float = 1.0  # jumprelu: weight of the L0 penalty
     bandwidth: float = 0.001  # jumprelu: width of the straight-through estimator's window
     threshold_init: float = 0.001  # jumprelu: initial threshold
