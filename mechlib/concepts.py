@@ -121,9 +121,14 @@ def f1_score(precision: torch.Tensor, recall: torch.Tensor) -> torch.Tensor:
     return 2 * precision * recall / (precision + recall).clamp(min=1e-9)
 
 
+def responds(recall: torch.Tensor, lift: torch.Tensor, min_recall: float = 0.5, min_lift: float = 3.0) -> torch.Tensor:
+    """[unit, concept] bool: the unit fires on at least min_recall of the concept's tokens, and at least
+    min_lift times as often as on tokens overall. recall, lift [unit, concept]."""
+    return (recall >= min_recall) & (lift >= min_lift)
+
+
 def concept_groups_fired(recall: torch.Tensor, lift: torch.Tensor, min_recall: float = 0.5,
                          min_lift: float = 3.0) -> list[set[str]]:
-    """For each unit, the concept groups it responds to: it fires on at least min_recall of some
-    concept's tokens, at least min_lift times as often as on tokens overall. recall, lift [unit, concept]."""
-    responds = (recall >= min_recall) & (lift >= min_lift)  # [unit, concept]
-    return [{CONCEPT_GROUPS[CONCEPTS[c]] for c in row.nonzero().flatten().tolist()} for row in responds]
+    """For each unit, the concept groups it responds to (see `responds`). recall, lift [unit, concept]."""
+    return [{CONCEPT_GROUPS[CONCEPTS[c]] for c in row.nonzero().flatten().tolist()}
+            for row in responds(recall, lift, min_recall, min_lift)]

@@ -124,16 +124,19 @@ def feature_norms(W: torch.Tensor) -> torch.Tensor:
     return W.norm(dim=-2)
 
 
+def _squared_overlaps(W: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
+    """(W_i_hat . W_j)^2 for every pair of features. W [..., hidden, feature] -> [..., feature, feature]"""
+    unit = W / (feature_norms(W)[..., None, :] + eps)  # [..., hidden, feature]
+    return torch.einsum("...hi,...hj->...ij", unit, W) ** 2
+
+
 def feature_dimensionality(W: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
     """D_i = ||W_i||^2 / sum_j (W_i_hat . W_j)^2: the share of a hidden dimension feature i gets.
 
     W [..., hidden, feature] -> [..., feature]. 1 for a feature with a dimension of its own, 1/2 for
     an antipodal pair, 2/5 for a pentagon, 0 for a feature that is not represented.
     """
-    norms = feature_norms(W)  # [..., feature]
-    unit = W / (norms[..., None, :] + eps)  # [..., hidden, feature]
-    overlaps = torch.einsum("...hi,...hj->...ij", unit, W) ** 2  # [..., feature, feature]
-    return norms**2 / (overlaps.sum(-1) + eps)
+    return feature_norms(W) ** 2 / (_squared_overlaps(W, eps).sum(-1) + eps)
 
 
 def dimensions_per_feature(W: torch.Tensor) -> torch.Tensor:
@@ -146,8 +149,7 @@ def interference(W: torch.Tensor) -> torch.Tensor:
 
     0 when feature i has a direction of its own (the paper colours such features black). W [..., hidden, feature] -> [..., feature]
     """
-    unit = W / (feature_norms(W)[..., None, :] + 1e-9)  # [..., hidden, feature]
-    overlaps = torch.einsum("...hi,...hj->...ij", unit, W) ** 2  # [..., feature, feature]
+    overlaps = _squared_overlaps(W)  # [..., feature, feature]
     return overlaps.sum(-1) - overlaps.diagonal(dim1=-2, dim2=-1)
 
 

@@ -56,13 +56,12 @@ def load_sae(path: str | Path, model=None, hook_name: str | None = None, device:
     if mine:
         cfg = SAEConfig(**mine)
     else:  # a file from sae-lens: map its inference architecture onto ours
-        names = {("standard", True): "standard", ("standard", False): "april", ("topk", True): "topk",
-                 ("topk", False): "topk", ("jumprelu", True): "jumprelu", ("jumprelu", False): "jumprelu"}
-        key = (arch, bool(raw.get("apply_b_dec_to_input", True)))
-        if key not in names:
+        if arch not in ("standard", "topk", "jumprelu"):
             raise ValueError(f"{path}: architecture {arch!r} is not one mechlib implements "
                              f"(it reads 'standard', 'topk' and 'jumprelu'); load it with sae-lens instead")
-        cfg = SAEConfig(d_in=raw["d_in"], d_sae=raw["d_sae"], architecture=names[key], k=raw.get("k", 16),
+        if arch == "standard" and not raw.get("apply_b_dec_to_input", True):
+            arch = "april"  # sae-lens's "standard" without input centring is the April 2024 SAE
+        cfg = SAEConfig(d_in=raw["d_in"], d_sae=raw["d_sae"], architecture=arch, k=raw.get("k", 16),
                         metadata=raw.get("metadata", {}))
     if raw.get("normalize_activations", "none") not in ("none", None):
         raise ValueError(f"{path}: normalize_activations={raw['normalize_activations']!r} is not supported; "

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from mechlib.sae.base import SAE
+from mechlib.sae.base import SAE, fvu, l0
+from mechlib.sae.store import real_tokens
 
 
 @torch.no_grad()
@@ -18,13 +19,9 @@ def evaluate_sae(sae: SAE, model, hook_name: str, tokens: torch.Tensor, dense_ab
     as good as the model, 0 as bad as replacing the activations by zeros. KL is of the spliced next-token
     distribution from the clean one, per token. density [d_sae] is each latent's firing rate.
     """
-    from mechlib.sae.base import fvu, l0
-
     sae.eval()
     tokens = tokens.to(model.cfg.device)
-    tok = model.tokenizer
-    special = [t for t in {tok.bos_token_id, tok.pad_token_id, tok.eos_token_id} if t is not None]
-    keep = ~torch.isin(tokens, torch.tensor(special, device=tokens.device))  # [batch, seq]
+    keep = real_tokens(model.tokenizer, tokens)  # [batch, seq]
     clean_logits, cache = model.run_with_cache(tokens, names_filter=hook_name)
     acts = cache[hook_name]  # [batch, seq, d_in]
     x = acts[keep].float()

@@ -64,6 +64,12 @@ def corpus_token_batches(model, batch_size: int = 32, seed: int = 0, n_ctx: int 
                                      batch_size, min(n_ctx, context))
 
 
+def real_tokens(tokenizer, tokens: torch.Tensor) -> torch.Tensor:
+    """[batch, seq] bool: False at BOS, padding and end-of-text tokens, whose activations SAEs skip."""
+    special = {t for t in (tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None}
+    return ~torch.isin(tokens, torch.tensor(sorted(special), device=tokens.device))
+
+
 def _module(model, path: str):
     mod = model
     for part in path.split("."):
@@ -90,14 +96,14 @@ class ActivationStore:
         if batch_size > buffer_size // 2:
             raise ValueError(f"buffer_size ({buffer_size}) must be at least twice batch_size ({batch_size})")
         if self.backend == "transformer_lens":
-            self.d_in = hook_width(model, hook)
-        self.buffer_size, self.seed = buffer_size, seed
+            hook_width(model, hook)  # a clear error for a hook the model doesn't have
+        self.buffer_size = buffer_size
         self.tokens = tokens if tokens is not None else corpus_token_batches(model, token_batch_size, seed)
         self.generator = torch.Generator().manual_seed(seed)
         self.buffer: torch.Tensor | None = None  # [n, d_in], on self.device
         self.scale = 1.0
-        self.normalize = normalize
         self._fill()
+        self.d_in = self.buffer.shape[-1]
         if normalize:
             self.scale = float(self.buffer.shape[-1] ** 0.5 / self.buffer.norm(dim=-1).mean())
 
@@ -115,10 +121,7 @@ class ActivationStore:
                 out = _module(self.model, self.hook).output
                 saved = out.save()
             acts = saved[0] if isinstance(saved, tuple) else saved
-        tok = self.model.tokenizer
-        special = {t for t in (tok.bos_token_id, tok.pad_token_id, tok.eos_token_id) if t is not None}
-        keep = ~torch.isin(tokens, torch.tensor(sorted(special), device=tokens.device))  # [batch, seq]
-        return acts[keep].float()
+        return acts[real_tokens(self.model.tokenizer, tokens)].float()
 
     def _layer(self) -> int | None:
         parts = self.hook.split(".")
