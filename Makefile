@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
 export PYTHONUNBUFFERED := 1
 
-.PHONY: course test lab course-model evaluate notebooks refresh install clean
+.PHONY: course test lab course-model saes evaluate notebooks refresh install clean
 
 course: $(STAMP)  ## run every lesson headless; executed copies and HTML go to build/
 	$(BIN)/python -m mechlib.lessons
@@ -24,6 +24,15 @@ lab: $(STAMP)  ## JupyterLab in the course environment
 
 course-model: $(STAMP)  ## retrain the embedded course model from scratch (about 20 min on 2 CPU cores)
 	$(BIN)/python -m mechlib.course_model train
+
+# The SAEs shipped in data/saes/ for lesson 03: 8x, 500 steps of 4096 tokens each, on normalised activations.
+SAE_TRAIN = $(BIN)/python -m mechlib.sae train --normalize --steps 500
+saes: $(STAMP)  ## retrain the SAEs shipped in data/saes/ (about 8 min on 2 CPU cores), printing their metrics
+	$(SAE_TRAIN) --hook blocks.2.hook_resid_post --architecture topk --k 16 --dead-after 50 --out data/saes/L2-topk-8x
+	$(SAE_TRAIN) --hook blocks.2.hook_resid_post --architecture batchtopk --k 16 --dead-after 50 --out data/saes/L2-batchtopk-8x
+	$(SAE_TRAIN) --hook blocks.2.hook_resid_post --architecture jumprelu --threshold-init 1.0 --l0 0.3 --out data/saes/L2-jumprelu-8x
+	$(SAE_TRAIN) --hook blocks.2.hook_resid_post --architecture april --l1 2.0 --out data/saes/L2-april-8x
+	$(SAE_TRAIN) --hook blocks.0.hook_resid_post --architecture topk --k 16 --dead-after 50 --out data/saes/L0-topk-8x
 
 notebooks: $(STAMP)  ## regenerate setup cells and exercise notebooks from the lesson sources
 	$(BIN)/python -m mechlib.build_notebooks

@@ -201,3 +201,53 @@ def dimensionality_scatter(x: torch.Tensor, dims: torch.Tensor, d_star: torch.Te
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     return fig
+
+
+def l0_fvu_scatter(metrics: dict[str, dict], groups: dict[str, str] | None = None, ax=None):
+    """The sparsity-reconstruction trade-off of several SAEs: L0 (log axis) against FVU, one labelled
+    point each; metrics {name: {"L0": ..., "FVU": ...}}, groups {name: legend group} sets the colours."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.5))
+    groups = groups or {name: "" for name in metrics}
+    for i, group in enumerate(dict.fromkeys(groups.values())):
+        names = [n for n in metrics if groups.get(n) == group]
+        ax.scatter([metrics[n]["L0"] for n in names], [metrics[n]["FVU"] for n in names], s=40,
+                   marker="os^D"[i % 4], label=group or None)
+        for n in names:
+            ax.annotate(n, (metrics[n]["L0"], metrics[n]["FVU"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("L0 (active latents per token, log scale)")
+    ax.set_ylabel("FVU (fraction of variance unexplained)")
+    ax.set_title("sparsity vs reconstruction: down and to the left is better")
+    if any(groups.values()):
+        ax.legend(fontsize=8)
+    return ax
+
+
+def density_histogram(densities: dict[str, torch.Tensor], ax=None):
+    """The feature density histogram: log10 of each latent's firing rate, one outline per SAE; dead
+    latents (density 0) are counted in the legend instead."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.5))
+    bins = np.linspace(-6, 0, 37)
+    for name, d in densities.items():
+        d = _numpy(d)
+        ax.hist(np.log10(d[d > 0]), bins=bins, histtype="step", linewidth=1.5,
+                label=f"{name} ({(d == 0).mean():.0%} dead)")
+    ax.set_xlabel("log10(feature density): fraction of tokens on which the latent fires")
+    ax.set_ylabel("latents")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def training_curves(histories: dict[str, list[dict]], keys: Sequence[str] = ("dead", "L0", "FVU")):
+    """SAE training logs (Trainer.history) side by side: one panel per metric, one line per run."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3))
+    for ax, key in zip(np.atleast_1d(axes), keys):
+        for name, rows in histories.items():
+            ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=name)
+        ax.set_title("dead fraction" if key == "dead" else key)
+        ax.set_xlabel("step")
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

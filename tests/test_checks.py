@@ -127,3 +127,39 @@ def test_toy_model_checks(capsys):
 
     assert not check_feature_dimensionality(no_epsilon)
     assert capsys.readouterr().out.count("✗") == 5
+
+
+def test_sae_checks_pass_the_reference_and_catch_mistakes(capsys):
+    from mechlib.checks import check_keep_top, check_reference_sae, check_splice_hook
+    from mechlib.sae import SAE, StandardSAE
+    from mechlib.sae.topk import keep_top
+
+    assert check_reference_sae(StandardSAE)
+
+    class NotCentred(StandardSAE):
+        def pre_activation(self, x):
+            return x @ self.W_enc + self.b_enc
+
+    class MeanL1(StandardSAE):
+        def sparsity_loss(self, z, pre):
+            return self.cfg.l1_coefficient * z.abs().mean()
+
+    class NoRenormalisation(StandardSAE):
+        def after_step(self):
+            pass
+
+    for wrong in (NotCentred, MeanL1, NoRenormalisation, SAE):
+        assert not check_reference_sae(wrong)
+    assert check_keep_top(keep_top)
+    assert not check_keep_top(lambda v, k: torch.zeros_like(v).scatter(-1, v.topk(k).indices, v.topk(k).values))
+
+    def splice(sae, keep):
+        def hook(act, hook):
+            out = act.clone()
+            out[keep] = sae(act[keep])[0]
+            return out
+        return hook
+
+    assert check_splice_hook(splice)
+    assert not check_splice_hook(lambda sae, keep: lambda act, hook: sae(act)[0])  # BOS replaced too
+    assert "✗" in capsys.readouterr().out

@@ -91,3 +91,17 @@ def test_dimensionality_scatter_leaves_out_unrepresented_features():
     ax = fig.axes[0]
     assert len(ax.collections[0].get_offsets()) == 4  # the two zeros are not drawn
     assert "1/2" in [t.get_text() for t in ax.texts] and "2/5" in [t.get_text() for t in ax.texts]
+
+
+def test_sae_plots_label_what_they_show():
+    from mechlib.plotting import density_histogram, l0_fvu_scatter, training_curves
+
+    metrics = {"a": {"L0": 16.0, "FVU": 0.1}, "b": {"L0": 40.0, "FVU": 0.2}}
+    ax = l0_fvu_scatter(metrics, {"a": "here", "b": "shipped"})
+    assert [t.get_text() for t in ax.texts] == ["a", "b"] and ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["here", "shipped"]
+    ax = density_histogram({"x": torch.tensor([0.0, 0.0, 0.01, 0.1])})
+    assert ax.get_legend().get_texts()[0].get_text() == "x (50% dead)"
+    fig = training_curves({"run": [{"step": 1, "dead": 0.0, "L0": 3.0, "FVU": 0.5}, {"step": 2, "dead": 0.1, "L0": 2.0, "FVU": 0.4}]})
+    assert [a.get_title() for a in fig.axes] == ["dead fraction", "L0", "FVU"]
+    plt.close("all")

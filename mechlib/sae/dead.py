@@ -31,7 +31,8 @@ def resample_dead_latents(sae: SAE, optimizer: torch.optim.Optimizer, dead: torc
     loss = (x - x_hat).pow(2).sum(-1)  # [n]
     if float(loss.sum()) == 0:
         return 0
-    picks = torch.multinomial(loss.pow(2), idx.numel(), replacement=True, generator=generator)
+    # drawn on the CPU, where the trainer's generator lives, whatever the SAE's device
+    picks = torch.multinomial(loss.pow(2).cpu(), idx.numel(), replacement=True, generator=generator).to(x.device)
     directions = x[picks] - sae.b_dec  # [n_dead, d_in]
     directions /= directions.norm(dim=-1, keepdim=True).clamp(min=1e-8)
     alive = ~dead

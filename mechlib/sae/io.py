@@ -36,11 +36,12 @@ def save_sae(sae: SAE, path: str | Path) -> Path:
     return path
 
 
-def load_sae(path: str | Path, model=None, hook_name: str | None = None, device: str | torch.device = "cpu") -> SAE:
+def load_sae(path: str | Path, model=None, hook_name: str | None = None,
+             device: str | torch.device | None = None) -> SAE:
     """Read an SAE directory written by save_sae or by sae-lens.
 
     With model (and hook_name, default the file's own), also check that the SAE fits that hook's
-    activations. Refuses, with a message that says what is wrong, a missing file, a missing or
+    activations. device: default the model's device (the CPU without a model). Refuses, with a message that says what is wrong, a missing file, a missing or
     misshapen tensor, an unknown architecture, or a d_in that does not match the hook.
     """
     from mechlib.sae import ARCHITECTURES
@@ -100,4 +101,6 @@ def load_sae(path: str | Path, model=None, hook_name: str | None = None, device:
             raise ValueError(f"{path}: the SAE takes d_in={cfg.d_in} but {hook_name!r} of this model has width "
                              f"{width}: it was trained on another hook or another model "
                              f"(metadata: {cfg.metadata})")
+    if device is None:
+        device = model.cfg.device if model is not None and hasattr(model, "cfg") else "cpu"
     return sae.to(device).eval()

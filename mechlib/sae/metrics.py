@@ -7,7 +7,13 @@ from __future__ import annotations
 import torch
 
 from mechlib.sae.base import SAE, fvu, l0
-from mechlib.sae.store import real_tokens
+from mechlib.sae.store import corpus_token_batches, real_tokens
+
+
+def eval_tokens(model, n_batches: int = 8, batch_size: int = 32, seed: int = 12345) -> torch.Tensor:
+    """Held-out corpus text for metrics (another seed than training's), on the model's device.  # [batch, seq]"""
+    source = corpus_token_batches(model, batch_size, seed)
+    return torch.cat([next(source) for _ in range(n_batches)]).to(model.cfg.device)
 
 
 @torch.no_grad()
@@ -25,7 +31,8 @@ def evaluate_sae(sae: SAE, model, hook_name: str, tokens: torch.Tensor, dense_ab
     clean_logits, cache = model.run_with_cache(tokens, names_filter=hook_name)
     acts = cache[hook_name]  # [batch, seq, d_in]
     x = acts[keep].float()
-    x_hat, z = sae(x)
+    x_hat, z = sae(x.to(sae.W_dec.device))  # the SAE may live on another device than the model
+    x_hat, z = x_hat.to(x.device), z.to(x.device)
 
     def splice(replacement: torch.Tensor):
         def hook(act, hook):
@@ -51,3 +58,12 @@ def evaluate_sae(sae: SAE, model, hook_name: str, tokens: torch.Tensor, dense_ab
             "CE zero-ablated": ce_zero, "CE loss recovered": (ce_zero - ce_sae) / (ce_zero - ce_clean),
             "KL": float(kl), "dead": float((density == 0).float().mean()),
             "dense": float((density > dense_above).float().mean()), "density": density.cpu()}
+
+
+def metrics_table(rows: dict[str, dict], columns: tuple[str, ...] = ("L0", "FVU", "CE loss recovered", "KL", "dead", "dense")) -> str:
+    """A plain-text table of evaluate_sae results, one row per SAE."""
+    width = max([24] + [len(name) for name in rows])
+    out = [f"{'SAE':{width}} " + " ".join(f"{c:>17}" for c in columns)]
+    for name, m in rows.items():
+        out.append(f"{name:{width}} " + " ".join(f"{m[c]:17.3f}" for c in columns))
+    return "\n".join(out)

@@ -121,12 +121,16 @@ class Trainer:
             self.source.load_state_dict(state["source"])
 
     @classmethod
-    def resume(cls, path: str | Path, source) -> "Trainer":
-        """A trainer in the state saved at `path`, continuing with `source` (built as before)."""
+    def resume(cls, path: str | Path, source, device: str | torch.device | None = None) -> "Trainer":
+        """A trainer in the state saved at `path`, continuing with `source` (built as before), on
+        `device` (default: where the source's activations live)."""
         from mechlib.sae import SAEConfig, make_sae
 
-        state = torch.load(path, weights_only=False)
-        trainer = cls(make_sae(SAEConfig(**state["sae_cfg"])), source, TrainConfig(**state["train_cfg"]))
+        if device is None:
+            device = getattr(source, "device", None) or getattr(getattr(source, "activations", None), "device", "cpu")
+        state = torch.load(path, weights_only=False, map_location="cpu")  # the optimiser moves its own state
+        sae = make_sae(SAEConfig(**state["sae_cfg"])).to(device)  # before the optimiser is built on its parameters
+        trainer = cls(sae, source, TrainConfig(**state["train_cfg"]))
         trainer.load_state_dict(state)
         return trainer
 
