@@ -28,7 +28,9 @@ def main() -> None:
         from mechlib.sae import SAEConfig, Trainer, TrainConfig, make_sae
 
         sae = make_sae(SAEConfig(d_in=d_in, d_sae=EXPANSION * d_in, architecture=arch, k=K, l1_coefficient=L1))
-        trainer = Trainer(sae, lambda: next(batches), TrainConfig(steps=steps + WARMUP, lr=lr, log_every=10**9))
+        # sae-lens clips the gradient's norm at 1.0 before every Adam step; so does this run, to train alike
+        trainer = Trainer(sae, lambda: next(batches), TrainConfig(steps=steps + WARMUP, lr=lr, log_every=10**9,
+                                                                  clip_grad_norm=1.0))
         for _ in range(WARMUP):
             trainer.step()
         start = time.perf_counter()

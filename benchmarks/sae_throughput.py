@@ -3,7 +3,8 @@
     python benchmarks/sae_throughput.py [--steps 100] [--repeats 2]
 
 The activations are the course model's blocks.2.hook_resid_post (d_in = 128) on corpus text; both
-trainers get the same batches in the same order (batch 4096, d_sae = 8 x 128, lr 1e-3, Adam) on the
+trainers get the same batches in the same order (batch 4096, d_sae = 8 x 128, lr 1e-3, Adam, gradient norm
+clipped at 1.0 as sae-lens always does) on the
 CPU, for the standard (L1) and TopK (k = 16) architectures. Runs alternate between the two trainers,
 each in a fresh process; sae-lens runs in its own virtual environment (benchmarks/.venv-saelens,
 created on first use), because it needs TransformerLens < 4. Prints tokens per second for each, the

@@ -429,3 +429,15 @@ def test_toy_command_prints_the_recovery_score(capsys):
 
     assert main(["toy", "--steps", "5"]) == 0
     assert "mean max cosine similarity" in capsys.readouterr().out
+
+
+def test_gradient_clipping_caps_the_update_gradient():
+    g = torch.Generator().manual_seed(0)
+    data = InMemoryActivations(torch.randn(512, 8, generator=g) * 10, batch_size=64)
+
+    def grad_norm(clip):
+        trainer = Trainer(_sae("topk", k=4), data, TrainConfig(steps=1, clip_grad_norm=clip))
+        trainer.step()
+        return torch.cat([p.grad.flatten() for p in trainer.sae.parameters() if p.grad is not None]).norm().item()
+
+    assert grad_norm(None) > 1.0 and grad_norm(0.5) <= 0.5 + 1e-5

@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--remedy", default="none", help="none | resample | ghost_grads")
     t.add_argument("--dead-after", type=int, default=200,
                    help="steps without firing after which a latent counts as dead (and AuxK/remedies act on it)")
+    t.add_argument("--clip-grad-norm", type=float, default=None, help="clip the gradient norm (sae-lens uses 1.0)")
     t.add_argument("--steps", type=int, default=600)
     t.add_argument("--batch-size", type=int, default=4096)
     t.add_argument("--lr", type=float, default=1e-3)
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         sae = make_sae(cfg).to(store.device)
         start = time.perf_counter()
         Trainer(sae, store, TrainConfig(steps=args.steps, lr=args.lr, remedy=args.remedy, seed=args.seed,
-                                            dead_after=args.dead_after)).run()
+                                            dead_after=args.dead_after, clip_grad_norm=args.clip_grad_norm)).run()
         seconds = time.perf_counter() - start
         sae.fold_input_scale(store.scale)
         cfg.metadata.update(training_tokens=args.steps * args.batch_size, training_seconds=round(seconds, 1),

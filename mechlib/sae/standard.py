@@ -17,7 +17,7 @@ class StandardSAE(SAE):
         return torch.relu(pre)
 
     def sparsity_loss(self, z: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
-        return self.cfg.l1_coefficient * z.abs().sum(-1).mean()
+        return self.cfg.l1_coefficient * z.sum() / len(z)  # z >= 0 after the ReLU: its L1 norm is its sum
 
     @torch.no_grad()
     def after_step(self) -> None:

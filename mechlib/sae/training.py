@@ -30,6 +30,7 @@ class TrainConfig:
     resample_inputs: int = 8192  # resample: inputs to draw from
     log_every: int = 50
     seed: int = 0
+    clip_grad_norm: float | None = None  # clip the gradient's total norm before each step (sae-lens clips at 1.0)
 
 
 class Trainer:
@@ -63,6 +64,8 @@ class Trainer:
             loss = loss + ghost_grads_loss(sae, x, parts["x_hat"], parts["pre"], dead)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.clip_grad_norm)
         self.optimizer.step()
         sae.after_step()
         fired = (parts["z"] > 0).any(0)  # [d_sae]
