@@ -27,13 +27,13 @@ course-model: $(STAMP)  ## retrain the embedded course model from scratch (about
 
 # The SAEs shipped in data/saes/ for lesson 03: 8x, on normalised activations, 500 steps of 4096 tokens each but the
 # first: the course's target SAE (FVU <= 0.10, CE loss recovered >= 0.90, dead <= 5%, trained in <= 60 s on 2 cores).
-SAE_TRAIN = $(BIN)/python -m mechlib.sae train --normalize --steps 500
+SAE_TRAIN = $(BIN)/python -m mechlib.sae train --normalize
 saes: $(STAMP)  ## retrain the SAEs shipped in data/saes/ (about 8 min on 2 CPU cores), printing their metrics
-	$(BIN)/python -m mechlib.sae train --normalize --steps 300 --lr 3e-3 --hook blocks.2.hook_resid_post --architecture topk --k 16 --dead-after 50 --out data/saes/L2-topk-8x
-	$(SAE_TRAIN) --hook blocks.2.hook_resid_post --architecture batchtopk --k 16 --dead-after 50 --out data/saes/L2-batchtopk-8x
-	$(SAE_TRAIN) --hook blocks.2.hook_resid_post --architecture jumprelu --threshold-init 1.0 --l0 0.3 --out data/saes/L2-jumprelu-8x
-	$(SAE_TRAIN) --hook blocks.2.hook_resid_post --architecture april --l1 2.0 --out data/saes/L2-april-8x
-	$(SAE_TRAIN) --hook blocks.0.hook_resid_post --architecture topk --k 16 --dead-after 50 --out data/saes/L0-topk-8x
+	$(SAE_TRAIN) --steps 300 --lr 3e-3 --hook blocks.2.hook_resid_post --architecture topk --k 16 --dead-after 50 --out data/saes/L2-topk-8x
+	$(SAE_TRAIN) --steps 500 --hook blocks.2.hook_resid_post --architecture batchtopk --k 16 --dead-after 50 --out data/saes/L2-batchtopk-8x
+	$(SAE_TRAIN) --steps 500 --hook blocks.2.hook_resid_post --architecture jumprelu --threshold-init 1.0 --l0 0.3 --out data/saes/L2-jumprelu-8x
+	$(SAE_TRAIN) --steps 500 --hook blocks.2.hook_resid_post --architecture april --l1 2.0 --out data/saes/L2-april-8x
+	$(SAE_TRAIN) --steps 500 --hook blocks.0.hook_resid_post --architecture topk --k 16 --dead-after 50 --out data/saes/L0-topk-8x
 
 notebooks: $(STAMP)  ## regenerate setup cells and exercise notebooks from the lesson sources
 	$(BIN)/python -m mechlib.build_notebooks

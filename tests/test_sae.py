@@ -390,6 +390,19 @@ def test_a_perfect_sae_recovers_everything_and_a_zero_sae_nothing(course_tl):
     assert abs(m["CE loss recovered"]) < 1e-4 and m["dead"] == 1.0 and m["L0"] == 0
 
 
+def test_several_saes_are_measured_as_each_alone(course_tl):
+    from mechlib.sae.metrics import evaluate_sae, evaluate_saes
+
+    saes = {"topk": _sae("topk", d_in=128, d_sae=256, k=8), "standard": _sae("standard", d_in=128, d_sae=256)}
+    tokens = next(corpus_token_batches(course_tl, 4, seed=2))
+    together = evaluate_saes(saes, course_tl, HOOK, tokens)
+    for name, sae in saes.items():
+        alone = evaluate_sae(sae, course_tl, HOOK, tokens)
+        assert together[name].keys() == alone.keys()
+        for key, value in alone.items():
+            assert torch.allclose(torch.as_tensor(together[name][key]), torch.as_tensor(value)), (name, key)
+
+
 # ---------------------------------------------------------------- toy data with known features
 def test_topk_at_the_true_k_recovers_known_features():
     """512 features in 256 dimensions, about 5 active per sample: a TopK SAE with k = 5 finds them

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     from mechlib import load_model
     from mechlib.sae import ActivationStore, SAEConfig, Trainer, TrainConfig, make_sae
     from mechlib.sae.io import load_sae, save_sae
-    from mechlib.sae.metrics import eval_tokens, evaluate_sae, metrics_table
+    from mechlib.sae.metrics import eval_tokens, evaluate_sae, evaluate_saes, metrics_table
 
     p = argparse.ArgumentParser(prog="python -m mechlib.sae", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
               f"L0 {r['L0']:.2f}, FVU {r['FVU']:.3f}")
         return 0
     model = load_model(args.model)
-    rows = {}
+    by_hook: dict[str, dict] = {}  # SAEs of one hook share the clean and zero-ablated runs
     for path in args.paths:
         sae = load_sae(path, model, args.hook)
-        rows[path.rstrip("/").split("/")[-1]] = evaluate_sae(sae, model, args.hook or sae.cfg.metadata["hook_name"],
-                                                              eval_tokens(model))
+        by_hook.setdefault(args.hook or sae.cfg.metadata["hook_name"], {})[path.rstrip("/").split("/")[-1]] = sae
+    tokens = eval_tokens(model)
+    rows = {name: m for hook, saes in by_hook.items() for name, m in evaluate_saes(saes, model, hook, tokens).items()}
     print(metrics_table(rows))
     return 0
 

@@ -17,47 +17,55 @@ def eval_tokens(model, n_batches: int = 8, batch_size: int = 32, seed: int = 123
 
 
 @torch.no_grad()
-def evaluate_sae(sae: SAE, model, hook_name: str, tokens: torch.Tensor, dense_above: float = 0.1) -> dict[str, float | torch.Tensor]:
-    """Metrics of sae on hook_name of a TransformerLens model over tokens [batch, seq].
+def evaluate_saes(saes: dict[str, SAE], model, hook_name: str, tokens: torch.Tensor,
+                  dense_above: float = 0.1) -> dict[str, dict[str, float | torch.Tensor]]:
+    """Metrics of several SAEs on hook_name of a TransformerLens model over tokens [batch, seq]; the
+    clean and zero-ablated runs they are measured against are made once for all of them.
 
     BOS and padding positions are left as they are (the SAE never saw them in training) and are not
     counted. CE loss recovered = (CE zero-ablated - CE spliced) / (CE zero-ablated - CE clean): 1 is
     as good as the model, 0 as bad as replacing the activations by zeros. KL is of the spliced next-token
     distribution from the clean one, per token. density [d_sae] is each latent's firing rate.
     """
-    sae.eval()
     tokens = tokens.to(model.cfg.device)
     keep = real_tokens(model.tokenizer, tokens)  # [batch, seq]
     clean_logits, cache = model.run_with_cache(tokens, names_filter=hook_name)
-    acts = cache[hook_name]  # [batch, seq, d_in]
-    x = acts[keep].float()
-    x_hat, z = sae(x.to(sae.W_dec.device))  # the SAE may live on another device than the model
-    x_hat, z = x_hat.to(x.device), z.to(x.device)
+    x = cache[hook_name][keep].float()  # [n, d_in]
 
-    def splice(replacement: torch.Tensor):
+    def splice(replacement: torch.Tensor) -> torch.Tensor:
         def hook(act, hook):
             act = act.clone()
             act[keep] = replacement.to(act.dtype)
             return act
         return model.run_with_hooks(tokens, fwd_hooks=[(hook_name, hook)])
 
-    sae_logits, zero_logits = splice(x_hat), splice(torch.zeros_like(x))
-    targets = tokens[:, 1:]
-    counted = keep[:, 1:]  # predictions of real tokens (not of padding)
+    targets, counted = tokens[:, 1:], keep[:, 1:]  # predictions of real tokens (not of padding)
 
     def ce(logits: torch.Tensor) -> float:
         lp = logits[:, :-1].log_softmax(-1).gather(-1, targets[..., None])[..., 0]  # [batch, seq-1]
         return float(-lp[counted].mean())
 
-    ce_clean, ce_sae, ce_zero = ce(clean_logits), ce(sae_logits), ce(zero_logits)
+    ce_clean, ce_zero = ce(clean_logits), ce(splice(torch.zeros_like(x)))
     p_clean = clean_logits[:, :-1].log_softmax(-1)
-    p_sae = sae_logits[:, :-1].log_softmax(-1)
-    kl = (p_clean.exp() * (p_clean - p_sae)).sum(-1)[counted].mean()
-    density = (z > 0).float().mean(0)  # [d_sae]
-    return {"L0": float(l0(z)), "FVU": float(fvu(x, x_hat)), "CE clean": ce_clean, "CE with SAE": ce_sae,
-            "CE zero-ablated": ce_zero, "CE loss recovered": (ce_zero - ce_sae) / (ce_zero - ce_clean),
-            "KL": float(kl), "dead": float((density == 0).float().mean()),
-            "dense": float((density > dense_above).float().mean()), "density": density.cpu()}
+    results = {}
+    for name, sae in saes.items():
+        x_hat, z = sae.eval()(x.to(sae.W_dec.device))  # the SAE may live on another device than the model
+        x_hat, z = x_hat.to(x.device), z.to(x.device)
+        sae_logits = splice(x_hat)
+        ce_sae = ce(sae_logits)
+        p_sae = sae_logits[:, :-1].log_softmax(-1)
+        kl = (p_clean.exp() * (p_clean - p_sae)).sum(-1)[counted].mean()
+        density = (z > 0).float().mean(0)  # [d_sae]
+        results[name] = {"L0": float(l0(z)), "FVU": float(fvu(x, x_hat)), "CE clean": ce_clean, "CE with SAE": ce_sae,
+                         "CE zero-ablated": ce_zero, "CE loss recovered": (ce_zero - ce_sae) / (ce_zero - ce_clean),
+                         "KL": float(kl), "dead": float((density == 0).float().mean()),
+                         "dense": float((density > dense_above).float().mean()), "density": density.cpu()}
+    return results
+
+
+def evaluate_sae(sae: SAE, model, hook_name: str, tokens: torch.Tensor, dense_above: float = 0.1) -> dict[str, float | torch.Tensor]:
+    """evaluate_saes for one SAE."""
+    return evaluate_saes({"sae": sae}, model, hook_name, tokens, dense_above)["sae"]
 
 
 def metrics_table(rows: dict[str, dict], columns: tuple[str, ...] = ("L0", "FVU", "CE loss recovered", "KL", "dead", "dense")) -> str:

@@ -26,6 +26,10 @@ class InMemoryActivations:
         self.generator = torch.Generator().manual_seed(seed)
         self._order, self._pos = torch.randperm(len(activations), generator=self.generator), 0
 
+    @property
+    def device(self) -> torch.device:
+        return self.activations.device
+
     def next_batch(self) -> torch.Tensor:
         if self._pos + self.batch_size > len(self._order):
             self._order, self._pos = torch.randperm(len(self.activations), generator=self.generator), 0

@@ -15,7 +15,9 @@ class SparseFeatureData:
 
     def __init__(self, n_features: int = 512, d: int = 256, active: float = 5.0, batch_size: int = 4096, seed: int = 0):
         self.generator = torch.Generator().manual_seed(seed)
-        torch.rand(1, generator=self.generator)  # not the stream an SAE seeded alike starts its decoder from
+        # one draw first: an SAE with the same seed and d_sae = n_features would otherwise start with
+        # exactly these directions as its decoder (SAE init draws randn(d_sae, d_in) from the same seed)
+        torch.rand(1, generator=self.generator)
         features = torch.randn(n_features, d, generator=self.generator)
         self.features = features / features.norm(dim=-1, keepdim=True)  # [n_features, d]
         self.p, self.batch_size = active / n_features, batch_size
@@ -50,8 +52,7 @@ def recover_known_features(architecture: str = "topk", steps: int = 600, k: int 
     from mechlib.sae import SAEConfig, Trainer, TrainConfig, fvu, l0, make_sae
 
     data = SparseFeatureData(n_features=512, d=256, active=5, batch_size=2048, seed=seed)
-    # another seed for the SAE: with the same one its random decoder would *be* the true features
-    sae = make_sae(SAEConfig(d_in=256, d_sae=512, architecture=architecture, k=k, seed=seed + 1))
+    sae = make_sae(SAEConfig(d_in=256, d_sae=512, architecture=architecture, k=k, seed=seed))
     before = mean_max_cosine(sae.decoder().detach(), data.features)
     Trainer(sae, data, TrainConfig(steps=steps, lr=lr, dead_after=50, seed=seed)).run(progress=progress)
     held = torch.cat([data.next_batch() for _ in range(4)])  # [8192, 256]

@@ -130,7 +130,7 @@ class Trainer:
         from mechlib.sae import SAEConfig, make_sae
 
         if device is None:
-            device = getattr(source, "device", None) or getattr(getattr(source, "activations", None), "device", "cpu")
+            device = getattr(source, "device", "cpu")
         state = torch.load(path, weights_only=False, map_location="cpu")  # the optimiser moves its own state
         sae = make_sae(SAEConfig(**state["sae_cfg"])).to(device)  # before the optimiser is built on its parameters
         trainer = cls(sae, source, TrainConfig(**state["train_cfg"]))
