@@ -278,3 +278,65 @@ def check_splice_hook(make_hook: Callable) -> bool:
     return run_check("SAE splice hook", learner, reference, [(sae, keep, act.clone())],
                      hint="copy act (act.clone()), then set out[keep] = sae(act[keep])[0]: the SAE's forward "
                           "returns (reconstruction, latents); positions outside keep (BOS) stay as they were")
+
+
+# ---------------------------------------------------------------- lesson 04
+
+
+def _patching_cases(model) -> list[tuple]:
+    """(clean tokens, corrupted tokens, clean cache, metric): the Eiffel Tower pair with the normalised
+    logit difference, and a batch of IOI prompts with the raw one."""
+    from mechlib.patching import answer_ids, ioi_prompts, logit_diff, normalized, run_cache, to_tokens
+
+    pairs = ioi_prompts(4, template=3, corruption="s2_io", seed=11)
+    cases = []
+    for clean, corrupted, answers, wrongs, scaled in [
+            ("The Eiffel Tower is in", "The Trevi Fountain is in", [" Paris"], [" Rome"], True),
+            (pairs.clean, pairs.corrupted, pairs.answers, pairs.wrongs, False)]:  # raw: the baseline isn't 0
+        clean, corrupted = to_tokens(model, clean), to_tokens(model, corrupted)
+        clean_logits, clean_cache = run_cache(model, clean)
+        metric = logit_diff(answer_ids(model, answers), answer_ids(model, wrongs))
+        if scaled:
+            metric = normalized(metric, clean_logits, run_cache(model, corrupted)[0])
+        cases.append((clean, corrupted, clean_cache, metric))
+    return cases
+
+
+def check_head_patching_loop(loop: Callable, model) -> bool:
+    """loop(model, corrupted_tokens, clean_cache, metric) -> [layer, head]: the reference text's per-head loop."""
+    from mechlib.patching import head_patching_loop
+
+    cases = [(model, corrupted, cache, metric) for _, corrupted, cache, metric in _patching_cases(model)]
+    return run_check("per-head patching loop", loop, head_patching_loop, cases, atol=1e-5,
+                     hint="for each layer and head: a hook on blocks.{layer}.attn.hook_z that sets "
+                          "activation[:, :, head, :] to the clean cache's, then model.run_with_hooks(corrupted_tokens, "
+                          "fwd_hooks=[(name, hook)]) and results[layer, head] = metric(logits).item()")
+
+
+def check_batched_head_sweep(sweep: Callable, model) -> bool:
+    """sweep(model, corrupted_tokens, clean_cache, metric) -> [layer, head], in one batched forward pass."""
+    from mechlib.patching import patch_sweep
+
+    def reference(model, corrupted, cache, metric):
+        return patch_sweep(model, corrupted, cache, metric, "head_out")
+
+    cases = [(model, corrupted, cache, metric) for _, corrupted, cache, metric in _patching_cases(model)]
+    return run_check("batched head sweep", sweep, reference, cases, atol=1e-5,
+                     hint="repeat the tokens once per head (tokens.repeat(n_layers * n_heads, 1)); in layer L's hook, "
+                          "view the activation as [n_layers * n_heads, batch, pos, head, d_head] and give site "
+                          "i = L * n_heads + h its clean head h; then view the logits the same way and apply the "
+                          "metric to each site's slice")
+
+
+def check_attribution_heads(attribute: Callable, model) -> bool:
+    """attribute(model, clean_tokens, corrupted_tokens, metric) -> [layer, head]: attribution patching of the
+    heads' outputs (denoising), as an estimate of the patched metric."""
+    from mechlib.patching import attribution_patch
+
+    def reference(model, clean, corrupted, metric):
+        return attribution_patch(model, clean, corrupted, metric, "head_out")
+
+    cases = [(model, clean, corrupted, metric) for clean, corrupted, _, metric in _patching_cases(model)]
+    return run_check("attribution patching of heads", attribute, reference, cases, atol=1e-4,
+                     hint="keep each hook_z of the corrupted run with act.retain_grad(), backpropagate the metric, "
+                          "then metric(corrupted) + ((clean_z - corrupted_z) * grad).sum over batch, pos and d_head")

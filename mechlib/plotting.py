@@ -251,3 +251,25 @@ def training_curves(histories: dict[str, list[dict]], keys: Sequence[str] = ("de
     np.atleast_1d(axes)[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def attribution_scatter(real: torch.Tensor, approx: torch.Tensor, labels: Sequence[str], n_labels: int = 4,
+                        title: str = "", ax=None):
+    """Attribution patching (y) against real activation patching (x), one point per patch, on the line y = x
+    where the linear approximation holds; the n_labels points furthest from it are named."""
+    x, y = _numpy(real).ravel(), _numpy(approx).ravel()
+    if len(labels) != len(x):
+        raise ValueError(f"got {len(labels)} labels for {len(x)} points")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(x, y, s=18)
+    lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+    ax.plot([lo, hi], [lo, hi], color="grey", linestyle="--", linewidth=1, label="y = x")
+    for i in np.argsort(-np.abs(x - y))[:n_labels]:
+        ax.annotate(labels[i], (x[i], y[i]), fontsize=8, xytext=(4, -10), textcoords="offset points")
+    r = np.corrcoef(x, y)[0, 1]
+    ax.set_xlabel("activation patching")
+    ax.set_ylabel("attribution patching")
+    ax.set_title(title or f"Pearson r = {r:.3f}")
+    ax.legend(fontsize=8, loc="upper left")
+    return ax

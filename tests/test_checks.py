@@ -163,3 +163,37 @@ def test_sae_checks_pass_the_reference_and_catch_mistakes(capsys):
     assert check_splice_hook(splice)
     assert not check_splice_hook(lambda sae, keep: lambda act, hook: sae(act)[0])  # BOS replaced too
     assert "✗" in capsys.readouterr().out
+
+
+def test_lesson_04_checks_accept_mechlib_and_reject_plausible_mistakes(course_tl, capsys):
+    from mechlib.checks import check_attribution_heads, check_batched_head_sweep, check_head_patching_loop
+    from mechlib.patching import attribution_patch, head_patching_loop, patch_sweep
+
+    model = course_tl
+    assert check_head_patching_loop(head_patching_loop, model)
+    assert check_batched_head_sweep(lambda m, x, cache, metric: patch_sweep(m, x, cache, metric, "head_out"), model)
+    assert check_attribution_heads(lambda m, c, x, metric: attribution_patch(m, c, x, metric, "head_out"), model)
+    capsys.readouterr()
+
+    def one_position_only(m, corrupted, cache, metric):  # patches the last position, not all of them
+        out = torch.zeros(m.cfg.n_layers, m.cfg.n_heads)
+        for layer in range(m.cfg.n_layers):
+            for head in range(m.cfg.n_heads):
+                name = f"blocks.{layer}.attn.hook_z"
+
+                def hook(act, hook, head=head, name=name):
+                    act[:, -1, head] = cache[name][:, -1, head]
+                    return act
+
+                with torch.no_grad():
+                    out[layer, head] = metric(m.run_with_hooks(corrupted, fwd_hooks=[(name, hook)])).item()
+        return out
+
+    assert not check_head_patching_loop(one_position_only, model)
+    assert "hint" in capsys.readouterr().out
+
+    def without_baseline(m, c, x, metric):  # forgets to add metric(corrupted)
+        return attribution_patch(m, c, x, metric, "head_out") - metric(m(x)).item()
+
+    assert not check_attribution_heads(without_baseline, model)
+    assert not check_batched_head_sweep(lambda m, x, cache, metric: head_patching_loop(m, x, cache, metric).T, model)

@@ -6,7 +6,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from mechlib.plotting import attention_browser, attention_pattern, bar, head_heatmap, heatmap  # noqa: E402
+from mechlib.plotting import (attention_browser, attention_pattern, attribution_scatter, bar, head_heatmap,  # noqa: E402
+                              heatmap)
 
 
 def teardown_function():
@@ -105,3 +106,13 @@ def test_sae_plots_label_what_they_show():
     fig = training_curves({"run": [{"step": 1, "dead": 0.0, "L0": 3.0, "FVU": 0.5}, {"step": 2, "dead": 0.1, "L0": 2.0, "FVU": 0.4}]})
     assert [a.get_title() for a in fig.axes] == ["dead fraction", "L0", "FVU"]
     plt.close("all")
+
+
+def test_attribution_scatter_names_the_points_furthest_from_the_diagonal():
+    real = torch.tensor([0.0, 0.5, 1.0, 0.2])
+    approx = torch.tensor([0.0, 0.5, 0.3, 0.25])
+    ax = attribution_scatter(real, approx, ["a", "b", "far", "near"], n_labels=2)
+    assert [t.get_text() for t in ax.texts] == ["far", "near"]
+    assert ax.get_title().startswith("Pearson r =")
+    with pytest.raises(ValueError, match="labels"):
+        attribution_scatter(real, approx, ["a"])
