@@ -169,3 +169,15 @@ def _refuse_unknown_single_tokens(model) -> None:
         return token
 
     model.to_single_token = to_single_token
+
+
+def module_at(model, path: str):
+    """The submodule at a dotted path such as "transformer.h.2.mlp" (list indices as numbers): of an nnsight
+    model (its envoy, to read .input/.output in a trace) or of any torch module."""
+    mod = model
+    for part in path.split("."):
+        try:
+            mod = mod[int(part)] if part.isdigit() else getattr(mod, part)
+        except (AttributeError, IndexError) as e:
+            raise ValueError(f"the model has no module {path!r} (failed at {part!r}); print(model) lists its modules") from e
+    return mod

@@ -22,6 +22,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from mechlib.loading import module_at
+
 Metric = Callable[[torch.Tensor], torch.Tensor]  # logits [batch, pos, d_vocab] -> scalar
 Hook = tuple[str, Callable]
 
@@ -34,41 +36,128 @@ class Component:
     axes: tuple[str, ...]  # ("layer", "pos") / ("layer", "head") / ("layer", "pos", "head")
     dims: dict  # axis -> its dimension in the activation, counted after batch
     ndim: int  # dimensions of the activation after batch
+    nnsight: tuple[str, str, str] | None = None  # (module path with {layer}, "input"/"output", layout) in GPT-2
 
 
 _RESID = dict(axes=("layer", "pos"), dims={"pos": 0}, ndim=2)  # [batch, pos, d_model]
 _HEAD = dict(axes=("layer", "head"), dims={"head": 1}, ndim=3)  # [batch, pos, head, d_head]
+_BLOCK, _Z = "transformer.h.{layer}", "transformer.h.{layer}.attn.c_proj"  # GPT-2's modules, for nnsight
+_QKV = "transformer.h.{layer}.attn.c_attn"
 COMPONENTS: dict[str, Component] = {
-    "resid_pre": Component("blocks.{layer}.hook_resid_pre", **_RESID),
+    "resid_pre": Component("blocks.{layer}.hook_resid_pre", **_RESID, nnsight=(_BLOCK, "input", "resid")),
     "resid_mid": Component("blocks.{layer}.hook_resid_mid", **_RESID),
-    "resid_post": Component("blocks.{layer}.hook_resid_post", **_RESID),
-    "attn_out": Component("blocks.{layer}.hook_attn_out", **_RESID),
-    "mlp_out": Component("blocks.{layer}.hook_mlp_out", **_RESID),
-    "head_out": Component("blocks.{layer}.attn.hook_z", **_HEAD),  # a head's output is z @ W_O
-    "head_out_by_pos": Component("blocks.{layer}.attn.hook_z", ("layer", "pos", "head"), {"pos": 0, "head": 1}, 3),
-    "q": Component("blocks.{layer}.attn.hook_q", **_HEAD),
-    "k": Component("blocks.{layer}.attn.hook_k", **_HEAD),
-    "v": Component("blocks.{layer}.attn.hook_v", **_HEAD),
+    "resid_post": Component("blocks.{layer}.hook_resid_post", **_RESID, nnsight=(_BLOCK, "output", "resid")),
+    "attn_out": Component("blocks.{layer}.hook_attn_out", **_RESID, nnsight=(_Z, "output", "resid")),
+    "mlp_out": Component("blocks.{layer}.hook_mlp_out", **_RESID, nnsight=(_BLOCK + ".mlp", "output", "resid")),
+    # a head's output is z @ W_O; z is the input of the attention's output projection
+    "head_out": Component("blocks.{layer}.attn.hook_z", **_HEAD, nnsight=(_Z, "input", "heads")),
+    "head_out_by_pos": Component("blocks.{layer}.attn.hook_z", ("layer", "pos", "head"), {"pos": 0, "head": 1}, 3,
+                                 nnsight=(_Z, "input", "heads")),
+    "q": Component("blocks.{layer}.attn.hook_q", **_HEAD, nnsight=(_QKV, "output", "q")),
+    "k": Component("blocks.{layer}.attn.hook_k", **_HEAD, nnsight=(_QKV, "output", "k")),
+    "v": Component("blocks.{layer}.attn.hook_v", **_HEAD, nnsight=(_QKV, "output", "v")),
     "pattern": Component("blocks.{layer}.attn.hook_pattern", ("layer", "head"), {"head": 0}, 3),  # [batch, head, q, k]
 }
 
 
-def component(name: str) -> Component:
+def component(name: str, model=None) -> Component:
     if name not in COMPONENTS:
         raise ValueError(f"unknown component {name!r}: choose one of {', '.join(COMPONENTS)}")
-    return COMPONENTS[name]
+    comp = COMPONENTS[name]
+    if model is not None and is_nnsight(model):
+        if comp.nnsight is None:
+            raise ValueError(f"{name!r} is not the input or output of a module of GPT-2, so nnsight can't reach it; "
+                             f"use a TransformerLens model (load_model(...)) for it, or one of "
+                             f"{', '.join(n for n, c in COMPONENTS.items() if c.nnsight)}")
+        if not hasattr(model, "transformer") or not hasattr(model.transformer, "h"):
+            raise ValueError("mechlib.patching knows the module names of GPT-2-style models (transformer.h[L]...) in "
+                             "nnsight; for another architecture, patch with nnsight directly (lesson 05)")
+    return comp
+
+
+# ------------------------------------------------------------------ backends
+# TransformerLens runs hooks on named hook points; nnsight reads and writes module inputs and outputs
+# inside a trace. Everything else (which rows get which patch, the metric) is shared.
+
+
+def is_nnsight(model) -> bool:
+    return not hasattr(model, "hook_dict")
+
+
+def n_layers_heads(model) -> tuple[int, int]:
+    if is_nnsight(model):
+        return model.config.n_layer, model.config.n_head
+    return model.cfg.n_layers, model.cfg.n_heads
+
+
+def _to_layout(act: torch.Tensor, layout: str, n_heads: int) -> torch.Tensor:
+    """A module's tensor [batch, pos, ...] in TransformerLens's layout for the component."""
+    if layout == "resid":
+        return act
+    if layout in ("q", "k", "v"):
+        width = act.shape[-1] // 3
+        act = act[..., "qkv".index(layout) * width:("qkv".index(layout) + 1) * width]
+    return act.reshape(*act.shape[:-1], n_heads, -1)  # [batch, pos, head, d_head]
+
+
+def _from_layout(act: torch.Tensor, new: torch.Tensor, layout: str) -> torch.Tensor:
+    """The module's tensor with the component part replaced by new (in TransformerLens's layout)."""
+    if layout == "resid":
+        return new
+    if layout == "heads":
+        return new.flatten(-2)
+    width = act.shape[-1] // 3
+    out = act.clone()
+    out[..., "qkv".index(layout) * width:("qkv".index(layout) + 1) * width] = new.flatten(-2)
+    return out
+
+
+def _nnsight_run(model, tokens: torch.Tensor, comp: Component | None = None, edits: dict | None = None,
+                 save: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One nnsight forward pass: edits {layer: fn(activation in layout) -> new} applied to comp's sites,
+    or (save=True) every layer's activation of comp saved under its TransformerLens hook name."""
+    n_layers, n_heads = n_layers_heads(model)
+    saved: dict[str, torch.Tensor] = {}
+    layers = range(n_layers) if save else sorted(edits or {})
+    with model.trace(tokens):
+        for layer in layers:  # in forward order, as nnsight requires
+            path, where, layout = comp.nnsight
+            module = module_at(model, path.format(layer=layer))
+            act = getattr(module, where)
+            if save:
+                saved[comp.hook.format(layer=layer)] = _to_layout(act, layout, n_heads).save()
+            else:
+                setattr(module, where, _from_layout(act, edits[layer](_to_layout(act, layout, n_heads)), layout))
+        logits = model.lm_head.output.save()
+    return logits, saved
 
 
 # ------------------------------------------------------------------ inputs and metrics
 
 
+def _encode(model, text: str, bos: bool = True) -> torch.Tensor:
+    """Token ids [1, pos] of text, with BOS first as TransformerLens adds it, for either backend."""
+    if not is_nnsight(model):
+        return model.to_tokens(text, prepend_bos=bos)
+    tokenizer = model.tokenizer
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return torch.tensor([([tokenizer.bos_token_id] if bos else []) + ids])
+
+
+def _str_tokens(model, ids: torch.Tensor) -> list[str]:
+    return model.to_str_tokens(ids) if not is_nnsight(model) else model.tokenizer.convert_ids_to_tokens(ids.tolist())
+
+
 def to_tokens(model, prompts: str | Sequence[str] | torch.Tensor) -> torch.Tensor:
-    """Tokens [batch, pos] of one prompt, a list of prompts of equal token length, or a token tensor."""
+    """Tokens [batch, pos] of one prompt, a list of prompts of equal token length, or a token tensor.
+
+    BOS comes first with either backend (nnsight adds none by itself), so both see the same ids.
+    """
     if isinstance(prompts, torch.Tensor):
         return prompts if prompts.ndim == 2 else prompts[None]
     if isinstance(prompts, str):
-        return model.to_tokens(prompts)
-    rows = [model.to_tokens(p)[0] for p in prompts]  # one by one: a list would be silently right-padded
+        return _encode(model, prompts)
+    rows = [_encode(model, p)[0] for p in prompts]  # one by one: a list would be silently right-padded
     lengths = {len(r) for r in rows}
     if len(lengths) > 1:
         short = min(range(len(rows)), key=lambda i: len(rows[i]))
@@ -85,7 +174,7 @@ def same_shape(clean: torch.Tensor, corrupted: torch.Tensor, model=None) -> None
         return
     why = ""
     if model is not None and clean.shape[-1] != corrupted.shape[-1]:
-        why = (f" Clean is {model.to_str_tokens(clean[0])}, corrupted {model.to_str_tokens(corrupted[0])}.")
+        why = f" Clean is {_str_tokens(model, clean[0])}, corrupted {_str_tokens(model, corrupted[0])}."
     raise ValueError(
         f"clean tokens {tuple(clean.shape)} and corrupted tokens {tuple(corrupted.shape)} differ in shape: "
         f"patching copies activations position by position, so both prompts need the same number of tokens "
@@ -96,15 +185,19 @@ def same_shape(clean: torch.Tensor, corrupted: torch.Tensor, model=None) -> None
 def answer_ids(model, words: str | Sequence[str]) -> torch.Tensor:
     """Token ids [n] of answer words; each must be a single token (write them with their leading space)."""
     words = [words] if isinstance(words, str) else list(words)
+    unk = model.tokenizer.unk_token_id
     ids = []
     for w in words:
-        toks = model.to_tokens(w, prepend_bos=False)[0]
+        toks = _encode(model, w, bos=False)[0]
         if len(toks) != 1:
             raise ValueError(
-                f"the answer {w!r} is {len(toks)} tokens {model.to_str_tokens(w, prepend_bos=False)}: a logit "
-                f"metric needs one token per answer. Use an answer that is a single token (with its leading "
-                f"space, ' Paris'), or compare the first token only and say so.")
-        ids.append(model.to_single_token(w))  # the course model refuses words outside its vocabulary here
+                f"the answer {w!r} is {len(toks)} tokens {_str_tokens(model, toks)}: a logit metric needs one "
+                f"token per answer. Use an answer that is a single token (with its leading space, ' Paris'), or "
+                f"compare the first token only and say so.")
+        if unk is not None and toks[0] == unk and w.strip() != model.tokenizer.unk_token:
+            raise ValueError(f"{w!r} is not in this model's vocabulary (it would become {model.tokenizer.unk_token}); "
+                             f"the course model knows the words of its corpus only (mechlib.corpus.vocabulary())")
+        ids.append(int(toks[0]))
     return torch.tensor(ids)
 
 
@@ -157,6 +250,9 @@ def gaussian_noise(model, tokens: torch.Tensor, positions: Sequence[int], scale:
     The noise is drawn once, so every run with these hooks sees the same corruption; the hook also works on
     a batch that repeats `tokens` several times, as the batched sweeps do.
     """
+    if is_nnsight(model):
+        raise ValueError("gaussian_noise makes TransformerLens hooks: use a TransformerLens model, or add the noise "
+                         "to transformer.wte's output inside an nnsight trace")
     std = model.W_E.std().item()
     g = torch.Generator().manual_seed(seed)
     noise = torch.zeros(*tokens.shape, model.cfg.d_model)  # [batch, pos, d_model]
@@ -176,7 +272,8 @@ def gaussian_noise(model, tokens: torch.Tensor, positions: Sequence[int], scale:
 
 
 def _sites(model, comp: Component, n_pos: int) -> list[tuple[int, ...]]:
-    sizes = {"layer": model.cfg.n_layers, "pos": n_pos, "head": model.cfg.n_heads}
+    n_layers, n_heads = n_layers_heads(model)
+    sizes = {"layer": n_layers, "pos": n_pos, "head": n_heads}
     return list(itertools.product(*(range(sizes[a]) for a in comp.axes)))
 
 
@@ -202,7 +299,10 @@ def patch_sweep(model, base_tokens: torch.Tensor, source_cache, metric: Metric, 
     Denoising: base = corrupted tokens, source = the clean cache. Noising: the other way round.
     base_hooks (a corruption such as gaussian_noise) apply to every patched run.
     """
-    comp = component(component_name)
+    comp = component(component_name, model)
+    if base_hooks and is_nnsight(model):
+        raise ValueError("base_hooks are TransformerLens hooks: corrupt an nnsight run inside its own trace, or use "
+                         "a TransformerLens model for gaussian_noise")
     n_prompts, n_pos = base_tokens.shape
     sites = _sites(model, comp, n_pos)
     per_pass = max(1, max_rows // n_prompts)
@@ -214,22 +314,28 @@ def patch_sweep(model, base_tokens: torch.Tensor, source_cache, metric: Metric, 
         chunks = tqdm(chunks, desc=f"patching {component_name}", leave=False)
     for start in chunks:
         chunk = sites[start:start + per_pass]
-        hooks = list(base_hooks)
+        edits = {}  # layer -> fn(activation [rows, ...]) -> patched activation
         for layer in sorted({s[0] for s in chunk}):
-            name = comp.hook.format(layer=layer)
-            source = source_cache[name]  # [n_prompts, ...]
+            source = source_cache[comp.hook.format(layer=layer)]  # [n_prompts, ...]
             mask = _mask(comp, source.shape[1:], chunk, layer).to(source.device)
 
-            def hook(act: torch.Tensor, hook, source=source, mask=mask) -> torch.Tensor:
-                rows = act.view(len(mask), *source.shape)  # [n_sites, n_prompts, ...]
-                return torch.where(mask, source[None], rows).view(act.shape)
+            def edit(act: torch.Tensor, source=source, mask=mask) -> torch.Tensor:
+                rows = act.reshape(len(mask), *source.shape)  # [n_sites, n_prompts, ...]
+                return torch.where(mask, source[None], rows).reshape(act.shape)
 
-            hooks.append((name, hook))
+            edits[layer] = edit
+        rows = base_tokens.repeat(len(chunk), 1)
         with torch.inference_mode():
-            logits = model.run_with_hooks(base_tokens.repeat(len(chunk), 1), fwd_hooks=hooks)
+            if is_nnsight(model):
+                logits, _ = _nnsight_run(model, rows, comp, edits)
+            else:
+                hooks = list(base_hooks) + [(comp.hook.format(layer=layer), lambda act, hook, f=f: f(act))
+                                            for layer, f in edits.items()]
+                logits = model.run_with_hooks(rows, fwd_hooks=hooks)
         logits = logits.view(len(chunk), n_prompts, *logits.shape[1:])  # [n_sites, n_prompts, pos, d_vocab]
         results.append(per_site(metric, logits, chunk))
-    sizes = [model.cfg.n_layers] + [n_pos if a == "pos" else model.cfg.n_heads for a in comp.axes[1:]]
+    n_layers, n_heads = n_layers_heads(model)
+    sizes = [n_layers] + [n_pos if a == "pos" else n_heads for a in comp.axes[1:]]
     return torch.cat(results).view(sizes).cpu().clone()  # clone: a normal tensor, not an inference-mode one
 
 
@@ -248,10 +354,31 @@ def per_site(metric: Metric, logits: torch.Tensor, sites: Sequence) -> torch.Ten
 
 
 def run_cache(model, tokens: torch.Tensor, hooks: Sequence[Hook] = (), names: Sequence[str] | None = None):
-    """Logits and a cache of `names` (every hook if None) for one run, with optional corrupting hooks."""
+    """Logits and a cache of `names` (every hook if None) for one run, with optional corrupting hooks.
+
+    TransformerLens only; component_cache does the same for one component with either backend.
+    """
+    if is_nnsight(model):
+        raise ValueError("run_cache takes a TransformerLens model; with nnsight use component_cache(model, tokens, "
+                         "component) or save the modules you need inside a trace")
     names_filter = None if names is None else (lambda n: n in set(names))
     with torch.no_grad(), model.hooks(fwd_hooks=list(hooks)):
         return model.run_with_cache(tokens, names_filter=names_filter)
+
+
+def component_cache(model, tokens: torch.Tensor, component_name: str,
+                    hooks: Sequence[Hook] = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Logits and every layer's activation of one component, keyed by TransformerLens hook name and in
+    TransformerLens's layout, from a TransformerLens or an nnsight model: the two are interchangeable."""
+    comp = component(component_name, model)
+    if not is_nnsight(model):
+        logits, cache = run_cache(model, tokens, hooks, names=[comp.hook.format(layer=l)
+                                                               for l in range(n_layers_heads(model)[0])])
+        return logits, {name: cache[name] for name in cache.keys()}
+    if hooks:
+        raise ValueError("hooks are TransformerLens hooks; an nnsight model takes its corruption inside a trace")
+    with torch.no_grad():
+        return _nnsight_run(model, tokens, comp, save=True)
 
 
 def patch(model, clean: torch.Tensor | str | Sequence[str], corrupted: torch.Tensor | str | Sequence[str],
@@ -269,12 +396,10 @@ def patch(model, clean: torch.Tensor | str | Sequence[str], corrupted: torch.Ten
                          f"not {direction!r}")
     clean, corrupted = to_tokens(model, clean), to_tokens(model, corrupted)
     same_shape(clean, corrupted, model)
-    comp = component(component_name)
-    names = [comp.hook.format(layer=layer) for layer in range(model.cfg.n_layers)]
     if direction == "denoise":
-        _, source = run_cache(model, clean, names=names)
+        _, source = component_cache(model, clean, component_name)
         return patch_sweep(model, corrupted, source, metric, component_name, corrupted_hooks, max_rows, progress)
-    _, source = run_cache(model, corrupted, corrupted_hooks, names=names)
+    _, source = component_cache(model, corrupted, component_name, corrupted_hooks)
     return patch_sweep(model, clean, source, metric, component_name, (), max_rows, progress)
 
 
@@ -314,12 +439,24 @@ def attribution_patch(model, clean: torch.Tensor | str | Sequence[str], corrupte
         raise ValueError(f"direction must be 'denoise' or 'noise', not {direction!r}")
     clean, corrupted = to_tokens(model, clean), to_tokens(model, corrupted)
     same_shape(clean, corrupted, model)
-    comp = component(component_name)
-    names = [comp.hook.format(layer=layer) for layer in range(model.cfg.n_layers)]
+    comp = component(component_name, model)
+    names = [comp.hook.format(layer=layer) for layer in range(n_layers_heads(model)[0])]
     base, base_hooks = (corrupted, list(corrupted_hooks)) if direction == "denoise" else (clean, [])
     source_tokens, source_hooks = (clean, []) if direction == "denoise" else (corrupted, list(corrupted_hooks))
-    _, source = run_cache(model, source_tokens, source_hooks, names=names)
+    _, source = component_cache(model, source_tokens, component_name, source_hooks)
+    value, acts, grads = (_nnsight_gradients if is_nnsight(model) else _tl_gradients)(model, base, comp, metric,
+                                                                                       names, base_hooks)
+    per_layer = []
+    for name in names:
+        effect = (source[name] - acts[name]) * grads[name]  # [batch, ...]
+        keep_dims = sorted(comp.dims.values())
+        per_layer.append(effect.sum(dim=[0] + [d + 1 for d in range(comp.ndim) if d not in keep_dims]))
+    # every component lists its axes in activation order, so the sums come out as [layer, *axes]
+    return (value + torch.stack(per_layer)).detach().cpu()
 
+
+def _tl_gradients(model, tokens, comp, metric, names, hooks) -> tuple[float, dict, dict]:
+    """The metric on one run, and each named activation with the metric's gradient, via hooks."""
     acts: dict[str, torch.Tensor] = {}
 
     def keep(name: str) -> Callable:
@@ -331,21 +468,33 @@ def attribution_patch(model, clean: torch.Tensor | str | Sequence[str], corrupte
         return hook
 
     with torch.enable_grad():
-        logits = model.run_with_hooks(base, fwd_hooks=base_hooks + [(n, keep(n)) for n in names])
+        logits = model.run_with_hooks(tokens, fwd_hooks=list(hooks) + [(n, keep(n)) for n in names])
         value = _scalar(metric(logits), "on the base run")
         value.backward()
     model.zero_grad(set_to_none=True)
-    per_layer = []
-    for name in names:
-        act = acts[name]
-        if act.grad is None:
-            raise RuntimeError(f"no gradient reached {name}: is the model in no_grad or inference mode?")
-        effect = (source[name] - act.detach()) * act.grad  # [batch, ...]
-        keep_dims = sorted(comp.dims.values())
-        summed = effect.sum(dim=[0] + [d + 1 for d in range(comp.ndim) if d not in keep_dims])
-        per_layer.append(summed)  # indexed by the component's axes after layer, in activation order
-    # every component lists its axes in activation order, so the sums come out as [layer, *axes]
-    return (value.item() + torch.stack(per_layer)).detach().cpu()
+    if any(acts[n].grad is None for n in names):
+        raise RuntimeError("no gradient reached the activations: is the model in no_grad or inference mode?")
+    return value.item(), {n: a.detach() for n, a in acts.items()}, {n: acts[n].grad for n in names}
+
+
+def _nnsight_gradients(model, tokens, comp, metric, names, hooks) -> tuple[float, dict, dict]:
+    """The same with nnsight: read the modules in a trace, then their .grad inside value.backward()."""
+    if hooks:
+        raise ValueError("hooks are TransformerLens hooks; an nnsight model takes its corruption inside a trace")
+    path, where, layout = comp.nnsight
+    n_heads = n_layers_heads(model)[1]
+    acts, grads = [], {}
+    with torch.enable_grad(), model.trace(tokens):
+        for layer in range(len(names)):
+            acts.append(getattr(module_at(model, path.format(layer=layer)), where).save())
+        value = _scalar(metric(model.lm_head.output), "on the base run")
+        saved_value = value.save()
+        with value.backward():
+            for layer in reversed(range(len(names))):  # gradients arrive last layer first
+                grads[layer] = acts[layer].grad.save()
+    model.zero_grad(set_to_none=True)
+    return (saved_value.item(), {n: _to_layout(acts[i].detach(), layout, n_heads) for i, n in enumerate(names)},
+            {n: _to_layout(grads[i], layout, n_heads) for i, n in enumerate(names)})
 
 
 # ------------------------------------------------------------------ path patching
@@ -365,6 +514,9 @@ def path_patch(model, clean: torch.Tensor | str | Sequence[str], corrupted: torc
     Returns [layer, head]; senders at or after the last receiver's layer are NaN (they can't reach it).
     This is noising: values near the clean run's metric mean the path doesn't matter.
     """
+    if is_nnsight(model):
+        raise ValueError("path_patch takes a TransformerLens model (load_model(...)); lesson 05 shows the same "
+                         "freezing in an nnsight trace")
     clean, corrupted = to_tokens(model, clean), to_tokens(model, corrupted)
     same_shape(clean, corrupted, model)
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads

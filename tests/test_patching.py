@@ -208,3 +208,41 @@ def test_errors_say_what_to_do(course_tl, ioi):
         normalized(lambda l: l[:, -1, 0].mean(), logits, logits)
     with pytest.raises(ValueError, match="receivers"):
         path_patch(model, clean, corrupted, metric, [(9, 0)])
+
+
+# ------------------------------------------------------------------ nnsight: the same code path, other backend
+
+
+@pytest.mark.parametrize("name", ["resid_pre", "resid_post", "attn_out", "mlp_out", "head_out", "head_out_by_pos",
+                                  "q", "k", "v"])
+def test_nnsight_patching_equals_transformer_lens(ioi, course_nnsight, name):
+    model, clean, corrupted, metric = ioi
+    for direction in ("denoise", "noise"):
+        want = patch(model, clean, corrupted, metric, name, direction=direction)
+        got = patch(course_nnsight, clean, corrupted, metric, name, direction=direction, max_rows=24)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["resid_pre", "head_out", "v"])
+def test_nnsight_attribution_equals_transformer_lens(ioi, course_nnsight, name):
+    model, clean, corrupted, metric = ioi
+    want = attribution_patch(model, clean, corrupted, metric, name)
+    torch.testing.assert_close(attribution_patch(course_nnsight, clean, corrupted, metric, name), want, atol=1e-5,
+                               rtol=0)
+    assert (want - metric(run_cache(model, corrupted)[0]).item()).abs().max() > 0.1  # gradients reached the sites
+
+
+def test_nnsight_gets_the_same_token_ids_and_clear_errors(course_tl, course_nnsight, ioi):
+    _, clean, corrupted, metric = ioi
+    pairs = ioi_prompts(3, seed=1)
+    assert torch.equal(to_tokens(course_nnsight, pairs.clean), to_tokens(course_tl, pairs.clean))  # BOS included
+    assert torch.equal(answer_ids(course_nnsight, pairs.answers), answer_ids(course_tl, pairs.answers))
+    with pytest.raises(ValueError, match="vocabulary"):
+        answer_ids(course_nnsight, " Zanzibar")
+    for name in ("pattern", "resid_mid"):
+        with pytest.raises(ValueError, match="nnsight can't reach it"):
+            patch(course_nnsight, clean, corrupted, metric, name)
+    with pytest.raises(ValueError, match="TransformerLens model"):
+        path_patch(course_nnsight, clean, corrupted, metric)
+    with pytest.raises(ValueError, match="TransformerLens"):
+        gaussian_noise(course_nnsight, clean, [2])

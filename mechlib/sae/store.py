@@ -16,6 +16,7 @@ from typing import Iterator
 import torch
 
 from mechlib import corpus
+from mechlib.loading import module_at
 
 
 class InMemoryActivations:
@@ -74,11 +75,6 @@ def real_tokens(tokenizer, tokens: torch.Tensor) -> torch.Tensor:
     return ~torch.isin(tokens, torch.tensor(sorted(special), device=tokens.device))
 
 
-def _module(model, path: str):
-    mod = model
-    for part in path.split("."):
-        mod = mod[int(part)] if part.isdigit() else getattr(mod, part)
-    return mod
 
 
 class ActivationStore:
@@ -122,7 +118,7 @@ class ActivationStore:
             acts = cache[self.hook]
         else:
             with self.model.trace(tokens):
-                out = _module(self.model, self.hook).output
+                out = module_at(self.model, self.hook).output
                 saved = out.save()
             acts = saved[0] if isinstance(saved, tuple) else saved
         return acts[real_tokens(self.model.tokenizer, tokens)].float()
