@@ -197,3 +197,35 @@ def test_lesson_04_checks_accept_mechlib_and_reject_plausible_mistakes(course_tl
 
     assert not check_attribution_heads(without_baseline, model)
     assert not check_batched_head_sweep(lambda m, x, cache, metric: head_patching_loop(m, x, cache, metric).T, model)
+
+
+def test_lesson_05_checks_accept_mechlib_and_reject_plausible_mistakes(course_nnsight, capsys):
+    from mechlib.checks import check_nnsight_attribution, check_nnsight_head_patch, check_nnsight_logit_lens
+    from mechlib.patching import COMPONENTS, _nnsight_run, attribution_patch, component_cache
+
+    model = course_nnsight
+    assert check_nnsight_attribution(lambda m, c, x, metric: attribution_patch(m, c, x, metric, "head_out"), model)
+
+    def head_patch(m, clean, corrupted, layer, head, shift=0):
+        _, cache = component_cache(m, clean, "head_out")
+
+        def edit(act):
+            act = act.clone()
+            act[:, :, head + shift] = cache[f"blocks.{layer}.attn.hook_z"][:, :, head + shift]
+            return act
+
+        return _nnsight_run(m, corrupted, COMPONENTS["head_out"], {layer: edit})[0]
+
+    assert check_nnsight_head_patch(head_patch, model)
+    assert not check_nnsight_head_patch(lambda *a: head_patch(*a, shift=1 if a[-1] < 3 else -1), model)  # wrong columns
+
+    def lens(m, tokens, answer, final_norm=True):
+        hf = m._module
+        hidden = hf(tokens, output_hidden_states=True).hidden_states[1:]
+        norm = hf.transformer.ln_f if final_norm else (lambda h: h)
+        outs = [hf.lm_head(norm(h)) for h in hidden[:-1]] + [hf(tokens).logits]
+        return torch.stack([o.softmax(-1)[0, -1, answer] for o in outs]).detach()
+
+    assert check_nnsight_logit_lens(lens, model)
+    assert not check_nnsight_logit_lens(lambda m, t, a: lens(m, t, a, final_norm=False), model)  # forgot ln_f
+    assert "hint" in capsys.readouterr().out
