@@ -419,3 +419,45 @@ def check_nnsight_attribution(attribute: Callable, model) -> bool:
     return run_check("attribution patching in nnsight", learner, reference, cases, atol=1e-4,
                      hint="save every c_proj input in the corrupted trace, then inside `with value.backward():` save "
                           "their .grad from the last layer to the first; add metric(corrupted) to the sum")
+
+
+# ---------------------------------------------------------------- lesson 06
+
+
+def check_add_vector(add_vector: Callable) -> bool:
+    """add_vector(vector [d_model], coefficient, positions or None) -> hook(act [batch, pos, d_model], hook)."""
+    from mechlib.steering import add_vector as reference
+
+    g = torch.Generator().manual_seed(6)
+    act, vector = torch.randn(2, 5, 8, generator=g), torch.randn(8, generator=g)
+    cases = [(vector, 3.0, None, act), (vector, -1.5, [4], act), (vector, 0.5, [0, 2], act)]
+    original = act.clone()
+
+    def run(make, vector, coefficient, positions, act):
+        out = make(vector, coefficient, positions)(act.clone(), None)
+        if not torch.equal(act, original):
+            raise ValueError("the check's input changed: don't modify the tensors it passes")
+        return out
+
+    return run_check("add a steering vector", lambda *c: run(add_vector, *c), lambda *c: run(reference, *c), cases,
+                     hint="act[:, positions] += coefficient * vector (all positions when positions is None), on a "
+                          "copy of act")
+
+
+def check_clamp_latent(clamp_latent: Callable) -> bool:
+    """clamp_latent(sae, latent, value, positions or None) -> hook that sets one latent to value."""
+    from mechlib.sae import SAEConfig, TopKSAE
+    from mechlib.steering import clamp_latent as reference
+
+    sae = TopKSAE(SAEConfig(d_in=8, d_sae=32, architecture="topk", k=4, seed=6))
+    g = torch.Generator().manual_seed(7)
+    act = torch.randn(2, 5, 8, generator=g)
+    cases = [(sae, 3, 2.0, None, act), (sae, 10, 0.0, [4], act), (sae, 0, 5.0, [1, 3], act)]
+
+    def run(make, sae, latent, value, positions, act):
+        with torch.no_grad():
+            return make(sae, latent, value, positions)(act.clone(), None)
+
+    return run_check("clamp an SAE latent", lambda *c: run(clamp_latent, *c), lambda *c: run(reference, *c), cases,
+                     hint="current = sae.encode(act[:, positions])[..., latent]; add (value - current)[..., None] * "
+                          "sae.W_dec[latent] there, so the SAE's error term stays")

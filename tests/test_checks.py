@@ -229,3 +229,13 @@ def test_lesson_05_checks_accept_mechlib_and_reject_plausible_mistakes(course_nn
     assert check_nnsight_logit_lens(lens, model)
     assert not check_nnsight_logit_lens(lambda m, t, a: lens(m, t, a, final_norm=False), model)  # forgot ln_f
     assert "hint" in capsys.readouterr().out
+
+
+def test_lesson_06_checks_accept_mechlib_and_reject_plausible_mistakes(capsys):
+    from mechlib.checks import check_add_vector, check_clamp_latent
+    from mechlib.steering import add_vector, clamp_latent
+
+    assert check_add_vector(add_vector) and check_clamp_latent(clamp_latent)
+    assert not check_add_vector(lambda v, c, p: (lambda act, hook: act + c * v))  # ignores positions
+    assert not check_clamp_latent(lambda sae, l, v, p: add_vector(sae.W_dec[l], v, p))  # forgets the current value
+    assert "hint" in capsys.readouterr().out

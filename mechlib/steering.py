@@ -1,0 +1,114 @@
+"""Steering: change what a model does by adding to (or clamping inside) its residual stream (lesson 06).
+
+    vector = steering_vector(model, ["The Eiffel Tower is in"], ["The Colosseum is in"], "blocks.2.hook_resid_pre")
+    hook = add_vector(vector, coefficient=4.0)            # activation addition (Turner et al. 2023)
+    model.run_with_hooks(tokens, fwd_hooks=[("blocks.2.hook_resid_pre", hook)])
+    hook = clamp_latent(sae, latent=823, value=6.0)       # SAE feature steering
+
+A steering vector from one contrastive pair is ActAdd; from many pairs' means it is mean-difference
+steering. `steering_sweep` measures the effect on a target token and the cost (loss on unrelated text) over
+a range of coefficients, the two numbers every steering claim needs.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from mechlib.patching import to_tokens
+
+Hook = Callable[[torch.Tensor, object], torch.Tensor]
+
+
+def mean_activation(model, prompts: Sequence[str], hook_name: str, pos: int = -1) -> torch.Tensor:
+    """Mean of one hook's activation at position `pos` over prompts (of any lengths).  # [d_model]"""
+    if not prompts:
+        raise ValueError("give at least one prompt")
+    if hook_name not in model.hook_dict:
+        raise ValueError(f"no hook named {hook_name!r}: e.g. 'blocks.2.hook_resid_pre' (model.hook_dict lists them all)")
+    acts = []
+    for prompt in prompts:  # one at a time: prompts of different lengths, each at its own last position
+        with torch.no_grad():
+            _, cache = model.run_with_cache(to_tokens(model, prompt), names_filter=hook_name)
+        acts.append(cache[hook_name][0, pos])
+    return torch.stack(acts).mean(0)
+
+
+def steering_vector(model, positive: Sequence[str], negative: Sequence[str], hook_name: str,
+                    pos: int = -1) -> torch.Tensor:
+    """mean(activations on positive prompts) - mean(on negative ones) at `pos`.  # [d_model]
+
+    One prompt each is ActAdd's contrastive pair; many each is mean-difference steering.
+    """
+    return mean_activation(model, positive, hook_name, pos) - mean_activation(model, negative, hook_name, pos)
+
+
+def _positions(act: torch.Tensor, positions: Sequence[int] | None) -> torch.Tensor | slice:
+    return slice(None) if positions is None else torch.as_tensor(list(positions), device=act.device)
+
+
+def add_vector(vector: torch.Tensor, coefficient: float, positions: Sequence[int] | None = None) -> Hook:
+    """A hook adding coefficient * vector at `positions` (all if None) of a [batch, pos, d_model] activation."""
+
+    def hook(act: torch.Tensor, hook=None) -> torch.Tensor:
+        act = act.clone()
+        act[:, _positions(act, positions)] += coefficient * vector.to(act.device, act.dtype)
+        return act
+
+    return hook
+
+
+def clamp_latent(sae, latent: int, value: float, positions: Sequence[int] | None = None) -> Hook:
+    """A hook that sets one SAE latent to `value` at `positions` (all if None), leaving everything the SAE
+    does not explain untouched: act + (value - current) * W_dec[latent]."""
+    if not 0 <= latent < sae.cfg.d_sae:
+        raise ValueError(f"latent {latent} is outside the SAE's {sae.cfg.d_sae} latents")
+
+    def hook(act: torch.Tensor, hook=None) -> torch.Tensor:
+        act = act.clone()
+        where = _positions(act, positions)
+        current = sae.encode(act[:, where])[..., latent]  # [batch, n_pos]
+        act[:, where] += (value - current)[..., None] * sae.W_dec[latent].to(act.dtype)
+        return act
+
+    return hook
+
+
+def generate(model, prompt: str, n: int = 5, fwd_hooks: Sequence[tuple[str, Hook]] = ()) -> str:
+    """n greedy tokens after prompt, with hooks applied at every step (no KV cache, so every position sees them)."""
+    tokens = to_tokens(model, prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks))
+            tokens = torch.cat([tokens, logits[:, -1:].argmax(-1)], dim=1)
+    return model.tokenizer.decode(tokens[0, -n:])
+
+
+def target_probability(model, prompts: Sequence[str], target: int, fwd_hooks: Sequence[tuple[str, Hook]] = ()) -> float:
+    """Mean probability of token `target` at the last position of each prompt."""
+    probs = []
+    with torch.no_grad():
+        for prompt in prompts:
+            logits = model.run_with_hooks(to_tokens(model, prompt), fwd_hooks=list(fwd_hooks))
+            probs.append(logits[0, -1].softmax(-1)[target])
+    return torch.stack(probs).mean().item()
+
+
+def text_loss(model, tokens: torch.Tensor, fwd_hooks: Sequence[tuple[str, Hook]] = ()) -> float:
+    """Mean next-token loss on tokens [batch, pos] with hooks: what steering costs on unrelated text."""
+    with torch.no_grad():
+        return model.run_with_hooks(tokens, return_type="loss", fwd_hooks=list(fwd_hooks)).item()
+
+
+def steering_sweep(model, prompts: Sequence[str], target: int, hook_name: str, make_hook: Callable[[float], Hook],
+                   coefficients: Sequence[float], unrelated: torch.Tensor) -> dict[str, list[float]]:
+    """For each coefficient c: the target token's mean probability on the prompts and the loss on unrelated
+    text [batch, pos], both run with make_hook(c) on hook_name. Returns lists by name."""
+    out: dict[str, list[float]] = {"coefficient": [], "target probability": [], "loss on unrelated text": []}
+    for c in coefficients:
+        hook = make_hook(c)
+        out["coefficient"].append(float(c))
+        out["target probability"].append(target_probability(model, prompts, target, [(hook_name, hook)]))
+        out["loss on unrelated text"].append(text_loss(model, unrelated, [(hook_name, hook)]))
+    return out

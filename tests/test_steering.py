@@ -1,0 +1,65 @@
+"""mechlib.steering: vectors, hooks, the sweep, and their errors."""
+
+import pytest
+import torch
+
+from mechlib.patching import to_tokens
+from mechlib.sae import SAEConfig, TopKSAE
+from mechlib.steering import (add_vector, clamp_latent, generate, mean_activation, steering_sweep, steering_vector,
+                              target_probability, text_loss)
+
+HOOK = "blocks.3.hook_resid_pre"
+
+
+def test_steering_vector_is_the_difference_of_means_at_the_last_position(course_tl):
+    model = course_tl
+    pos, neg = ["The Eiffel Tower is in", "The Louvre is in"], ["The Colosseum is in"]
+    caches = {p: model.run_with_cache(p, names_filter=HOOK)[1][HOOK][0, -1] for p in pos + neg}
+    want = (caches[pos[0]] + caches[pos[1]]) / 2 - caches[neg[0]]
+    torch.testing.assert_close(steering_vector(model, pos, neg, HOOK), want)
+    with pytest.raises(ValueError, match="no hook named"):
+        mean_activation(model, pos, "blocks.3.hook_resid")
+    with pytest.raises(ValueError, match="at least one"):
+        mean_activation(model, [], HOOK)
+
+
+def test_add_vector_touches_only_the_given_positions():
+    act, vector = torch.randn(2, 5, 4), torch.randn(4)
+    out = add_vector(vector, 2.0, positions=[1, -1])(act, None)
+    torch.testing.assert_close(out[:, [1, 4]], act[:, [1, 4]] + 2 * vector)
+    torch.testing.assert_close(out[:, [0, 2, 3]], act[:, [0, 2, 3]])
+    torch.testing.assert_close(add_vector(vector, 0.0)(act, None), act)
+
+
+def test_clamp_latent_moves_along_the_decoder_direction_only():
+    sae = TopKSAE(SAEConfig(d_in=6, d_sae=24, architecture="topk", k=3, seed=2))
+    act = torch.randn(2, 4, 6)
+    with torch.no_grad():
+        current = sae.encode(act[:, -1])[:, 5]  # [batch]
+        out = clamp_latent(sae, 5, 3.0, positions=[-1])(act, None)
+        torch.testing.assert_close(out[:, -1] - act[:, -1], (3.0 - current)[:, None] * sae.W_dec[5])
+        torch.testing.assert_close(out[:, :-1], act[:, :-1])
+    with pytest.raises(ValueError, match="outside"):
+        clamp_latent(sae, 24, 1.0)
+
+
+def test_sweep_at_coefficient_zero_is_the_unsteered_model(course_tl):
+    model = course_tl
+    paris = model.to_single_token(" Paris")
+    prompts = ["The Colosseum is in", "Big Ben is in"]
+    unrelated = to_tokens(model, ["The red cat ate the cheese .", "Mary plays the piano in Rome ."])
+    vector = steering_vector(model, ["The Eiffel Tower is in"], ["The Colosseum is in"], HOOK)
+    sweep = steering_sweep(model, prompts, paris, HOOK, lambda c: add_vector(vector, c), [0.0, 3.0], unrelated)
+    assert sweep["coefficient"] == [0.0, 3.0]
+    assert sweep["target probability"][0] == pytest.approx(target_probability(model, prompts, paris))
+    assert sweep["loss on unrelated text"][0] == pytest.approx(text_loss(model, unrelated))
+    assert sweep["target probability"][1] > sweep["target probability"][0]  # the vector pushes towards Paris
+
+
+def test_generate_is_greedy_and_applies_hooks_at_every_step(course_tl):
+    model = course_tl
+    assert generate(model, "The Eiffel Tower is in", 1).strip() == "Paris"
+    vector = steering_vector(model, ["The Colosseum is in"], ["The Eiffel Tower is in"], HOOK)
+    steered = generate(model, "The Eiffel Tower is in", 2, [(HOOK, add_vector(vector, 3.0))])
+    assert steered == generate(model, "The Eiffel Tower is in", 2, [(HOOK, add_vector(vector, 3.0))])
+    assert not steered.strip().startswith("Paris")
