@@ -615,17 +615,14 @@ def ioi_prompts(n: int, template: int = 0, corruption: str = "s2_io", seed: int 
         raise ValueError(f"template must be 0..{len(IOI_TEMPLATES) - 1}")
     rng = random.Random(seed)
     text = IOI_TEMPLATES[template]
+    with_s2 = text.replace("{B}", "{S2}").replace("{S2}", "{B}", 1)  # the second mention of B gets its own slot
     pairs = PromptPairs([], [], [], [])
     for _ in range(n):
         a, b, c, d, e = rng.sample(NAMES, 5)
         place, obj = rng.choice(PLACES), rng.choice(OBJECTS)
         pairs.clean.append(text.format(A=a, B=b, place=place, object=obj))
-        if corruption == "s2_io":
-            second = text.replace("{B}", "{S2}").replace("{S2}", "{B}", 1)  # the second B becomes A's name
-            pairs.corrupted.append(second.format(A=a, B=b, S2=a, place=place, object=obj))
-        else:
-            second = text.replace("{B}", "{S2}").replace("{S2}", "{B}", 1)
-            pairs.corrupted.append(second.format(A=c, B=d, S2=e, place=place, object=obj))
+        names = dict(A=a, B=b, S2=a) if corruption == "s2_io" else dict(A=c, B=d, S2=e)
+        pairs.corrupted.append(with_s2.format(**names, place=place, object=obj))
         pairs.answers.append(" " + a)
         pairs.wrongs.append(" " + b)
     return pairs
