@@ -284,30 +284,36 @@ def check_splice_hook(make_hook: Callable) -> bool:
 
 
 def _patching_cases(model) -> list[tuple]:
-    """(clean tokens, corrupted tokens, clean cache, metric): the Eiffel Tower pair with the normalised
-    logit difference, and a batch of IOI prompts with the raw one."""
-    from mechlib.patching import answer_ids, ioi_prompts, logit_diff, normalized, run_cache, to_tokens
+    """(clean tokens, corrupted tokens, metric) for a TransformerLens or an nnsight model: the Eiffel Tower pair
+    with the normalised logit difference, and a batch of IOI prompts with the raw one (whose baseline isn't 0)."""
+    from mechlib.patching import answer_ids, component_cache, ioi_prompts, logit_diff, normalized, to_tokens
 
     pairs = ioi_prompts(4, template=3, corruption="s2_io", seed=11)
     cases = []
     for clean, corrupted, answers, wrongs, scaled in [
             ("The Eiffel Tower is in", "The Trevi Fountain is in", [" Paris"], [" Rome"], True),
-            (pairs.clean, pairs.corrupted, pairs.answers, pairs.wrongs, False)]:  # raw: the baseline isn't 0
+            (pairs.clean, pairs.corrupted, pairs.answers, pairs.wrongs, False)]:
         clean, corrupted = to_tokens(model, clean), to_tokens(model, corrupted)
-        clean_logits, clean_cache = run_cache(model, clean)
         metric = logit_diff(answer_ids(model, answers), answer_ids(model, wrongs))
         if scaled:
-            metric = normalized(metric, clean_logits, run_cache(model, corrupted)[0])
-        cases.append((clean, corrupted, clean_cache, metric))
+            logits = [component_cache(model, t, "resid_pre")[0] for t in (clean, corrupted)]
+            metric = normalized(metric, *logits)
+        cases.append((clean, corrupted, metric))
     return cases
+
+
+def _with_clean_cache(model) -> list[tuple]:
+    """(model, corrupted tokens, clean cache, metric) for the TransformerLens checks."""
+    from mechlib.patching import run_cache
+
+    return [(model, corrupted, run_cache(model, clean)[1], metric) for clean, corrupted, metric in _patching_cases(model)]
 
 
 def check_head_patching_loop(loop: Callable, model) -> bool:
     """loop(model, corrupted_tokens, clean_cache, metric) -> [layer, head]: the reference text's per-head loop."""
     from mechlib.patching import head_patching_loop
 
-    cases = [(model, corrupted, cache, metric) for _, corrupted, cache, metric in _patching_cases(model)]
-    return run_check("per-head patching loop", loop, head_patching_loop, cases, atol=1e-5,
+    return run_check("per-head patching loop", loop, head_patching_loop, _with_clean_cache(model), atol=1e-5,
                      hint="for each layer and head: a hook on blocks.{layer}.attn.hook_z that sets "
                           "activation[:, :, head, :] to the clean cache's, then model.run_with_hooks(corrupted_tokens, "
                           "fwd_hooks=[(name, hook)]) and results[layer, head] = metric(logits).item()")
@@ -320,8 +326,7 @@ def check_batched_head_sweep(sweep: Callable, model) -> bool:
     def reference(model, corrupted, cache, metric):
         return patch_sweep(model, corrupted, cache, metric, "head_out")
 
-    cases = [(model, corrupted, cache, metric) for _, corrupted, cache, metric in _patching_cases(model)]
-    return run_check("batched head sweep", sweep, reference, cases, atol=1e-5,
+    return run_check("batched head sweep", sweep, reference, _with_clean_cache(model), atol=1e-5,
                      hint="repeat the tokens once per head (tokens.repeat(n_layers * n_heads, 1)); in layer L's hook, "
                           "view the activation as [n_layers * n_heads, batch, pos, head, d_head] and give site "
                           "i = L * n_heads + h its clean head h; then view the logits the same way and apply the "
@@ -336,32 +341,13 @@ def check_attribution_heads(attribute: Callable, model) -> bool:
     def reference(model, clean, corrupted, metric):
         return attribution_patch(model, clean, corrupted, metric, "head_out")
 
-    cases = [(model, clean, corrupted, metric) for clean, corrupted, _, metric in _patching_cases(model)]
+    cases = [(model, clean, corrupted, metric) for clean, corrupted, metric in _patching_cases(model)]
     return run_check("attribution patching of heads", attribute, reference, cases, atol=1e-4,
                      hint="keep each hook_z of the corrupted run with act.retain_grad(), backpropagate the metric, "
                           "then metric(corrupted) + ((clean_z - corrupted_z) * grad).sum over batch, pos and d_head")
 
 
 # ---------------------------------------------------------------- lesson 05
-
-
-def _nnsight_cases(model) -> list[tuple]:
-    """(clean, corrupted, metric) on an nnsight model: the Eiffel Tower pair (normalised) and IOI prompts (raw)."""
-    from mechlib.patching import answer_ids, ioi_prompts, logit_diff, normalized, to_tokens
-
-    pairs = ioi_prompts(3, template=1, corruption="s2_io", seed=5)
-    cases = []
-    for clean, corrupted, answers, wrongs, scaled in [
-            ("The Eiffel Tower is in", "The Trevi Fountain is in", [" Paris"], [" Rome"], True),
-            (pairs.clean, pairs.corrupted, pairs.answers, pairs.wrongs, False)]:
-        clean, corrupted = to_tokens(model, clean), to_tokens(model, corrupted)
-        metric = logit_diff(answer_ids(model, answers), answer_ids(model, wrongs))
-        if scaled:
-            with torch.no_grad():
-                logits = [model._module(t).logits for t in (clean, corrupted)]
-            metric = normalized(metric, *logits)
-        cases.append((clean, corrupted, metric))
-    return cases
 
 
 def check_nnsight_head_patch(patch_head: Callable, model) -> bool:
@@ -382,7 +368,7 @@ def check_nnsight_head_patch(patch_head: Callable, model) -> bool:
 
     learner = lambda *args: patch_head(*args).detach()
     cases = [(model, clean, corrupted, layer, head)
-             for (clean, corrupted, _), (layer, head) in zip(_nnsight_cases(model), [(0, 2), (2, 3)])]
+             for (clean, corrupted, _), (layer, head) in zip(_patching_cases(model), [(0, 2), (2, 3)])]
     cases.append((model, cases[0][1], cases[0][2], 3, 2))
     return run_check("head patching in nnsight", learner, reference, cases, atol=1e-4,
                      hint="head h is columns h * d_head to (h + 1) * d_head of transformer.h[layer].attn.c_proj.input; "
@@ -400,7 +386,7 @@ def check_nnsight_logit_lens(lens: Callable, model) -> bool:
         return torch.stack([o.softmax(-1)[0, -1, answer] for o in outs])
 
     cases = [(model, clean, int(answer)) for (clean, _, _), answer in
-             zip(_nnsight_cases(model), [model.tokenizer(" Paris", add_special_tokens=False)["input_ids"][0], 5])]
+             zip(_patching_cases(model), [model.tokenizer(" Paris", add_special_tokens=False)["input_ids"][0], 5])]
     learner = lambda *args: torch.as_tensor(lens(*args)).detach().float()
     return run_check("logit lens in nnsight", learner, reference, cases, atol=1e-4,
                      hint="model.lm_head(model.transformer.ln_f(model.transformer.h[layer].output)) inside the trace, "
@@ -414,7 +400,7 @@ def check_nnsight_attribution(attribute: Callable, model) -> bool:
     def reference(model, clean, corrupted, metric):
         return attribution_patch(model, clean, corrupted, metric, "head_out")
 
-    cases = [(model, clean, corrupted, metric) for clean, corrupted, metric in _nnsight_cases(model)]
+    cases = [(model, clean, corrupted, metric) for clean, corrupted, metric in _patching_cases(model)]
     learner = lambda *args: attribute(*args).detach().cpu()
     return run_check("attribution patching in nnsight", learner, reference, cases, atol=1e-4,
                      hint="save every c_proj input in the corrupted trace, then inside `with value.backward():` save "

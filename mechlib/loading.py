@@ -171,6 +171,11 @@ def _refuse_unknown_single_tokens(model) -> None:
     model.to_single_token = to_single_token
 
 
+def is_nnsight(model) -> bool:
+    """An nnsight model (or anything else without TransformerLens's hook points)."""
+    return not hasattr(model, "hook_dict")
+
+
 def module_at(model, path: str):
     """The submodule at a dotted path such as "transformer.h.2.mlp" (list indices as numbers): of an nnsight
     model (its envoy, to read .input/.output in a trace) or of any torch module."""

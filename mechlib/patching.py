@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from mechlib.loading import module_at
+from mechlib.loading import is_nnsight, module_at
 
 Metric = Callable[[torch.Tensor], torch.Tensor]  # logits [batch, pos, d_vocab] -> scalar
 Hook = tuple[str, Callable]
@@ -80,14 +80,16 @@ def component(name: str, model=None) -> Component:
 # inside a trace. Everything else (which rows get which patch, the metric) is shared.
 
 
-def is_nnsight(model) -> bool:
-    return not hasattr(model, "hook_dict")
-
-
 def n_layers_heads(model) -> tuple[int, int]:
     if is_nnsight(model):
         return model.config.n_layer, model.config.n_head
     return model.cfg.n_layers, model.cfg.n_heads
+
+
+def _qkv_columns(layout: str, act: torch.Tensor) -> slice:
+    """Where q, k or v sits in GPT-2's fused c_attn output [batch, pos, 3 * d_model]."""
+    width = act.shape[-1] // 3
+    return slice("qkv".index(layout) * width, ("qkv".index(layout) + 1) * width)
 
 
 def _to_layout(act: torch.Tensor, layout: str, n_heads: int) -> torch.Tensor:
@@ -95,8 +97,7 @@ def _to_layout(act: torch.Tensor, layout: str, n_heads: int) -> torch.Tensor:
     if layout == "resid":
         return act
     if layout in ("q", "k", "v"):
-        width = act.shape[-1] // 3
-        act = act[..., "qkv".index(layout) * width:("qkv".index(layout) + 1) * width]
+        act = act[..., _qkv_columns(layout, act)]
     return act.reshape(*act.shape[:-1], n_heads, -1)  # [batch, pos, head, d_head]
 
 
@@ -106,13 +107,12 @@ def _from_layout(act: torch.Tensor, new: torch.Tensor, layout: str) -> torch.Ten
         return new
     if layout == "heads":
         return new.flatten(-2)
-    width = act.shape[-1] // 3
     out = act.clone()
-    out[..., "qkv".index(layout) * width:("qkv".index(layout) + 1) * width] = new.flatten(-2)
+    out[..., _qkv_columns(layout, act)] = new.flatten(-2)
     return out
 
 
-def _nnsight_run(model, tokens: torch.Tensor, comp: Component | None = None, edits: dict | None = None,
+def _nnsight_run(model, tokens: torch.Tensor, comp: Component, edits: dict | None = None,
                  save: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One nnsight forward pass: edits {layer: fn(activation in layout) -> new} applied to comp's sites,
     or (save=True) every layer's activation of comp saved under its TransformerLens hook name."""
@@ -347,10 +347,8 @@ def per_site(metric: Metric, logits: torch.Tensor, sites: Sequence) -> torch.Ten
     try:
         values = torch.func.vmap(metric)(logits)
     except Exception:  # .item(), data-dependent control flow, ...: call it site by site
-        return torch.stack([_scalar(metric(x), f"for site {s}") for s, x in zip(sites, logits)])
-    if values.shape != (len(sites),):
-        _scalar(metric(logits[0]), f"for site {sites[0]}")  # raises the clear error
-    return values
+        values = [metric(x) for x in logits]
+    return torch.stack([_scalar(v, f"for site {s}") for s, v in zip(sites, values)])
 
 
 def run_cache(model, tokens: torch.Tensor, hooks: Sequence[Hook] = (), names: Sequence[str] | None = None):
@@ -381,6 +379,19 @@ def component_cache(model, tokens: torch.Tensor, component_name: str,
         return _nnsight_run(model, tokens, comp, save=True)
 
 
+def _runs(model, clean, corrupted, direction: str, corrupted_hooks: Sequence[Hook]) -> tuple:
+    """(base tokens, base hooks, source tokens, source hooks) for a direction: denoising runs the corrupted
+    input with clean activations patched in, noising the other way round."""
+    if direction not in ("denoise", "noise"):
+        raise ValueError(f"direction must be 'denoise' (clean into corrupted) or 'noise' (corrupted into clean), "
+                         f"not {direction!r}")
+    clean, corrupted = to_tokens(model, clean), to_tokens(model, corrupted)
+    same_shape(clean, corrupted, model)
+    if direction == "denoise":
+        return corrupted, list(corrupted_hooks), clean, []
+    return clean, [], corrupted, list(corrupted_hooks)
+
+
 def patch(model, clean: torch.Tensor | str | Sequence[str], corrupted: torch.Tensor | str | Sequence[str],
           metric: Metric, component_name: str, direction: str = "denoise", corrupted_hooks: Sequence[Hook] = (),
           max_rows: int = 256, progress: bool = False) -> torch.Tensor:
@@ -391,16 +402,9 @@ def patch(model, clean: torch.Tensor | str | Sequence[str], corrupted: torch.Ten
     corrupted_hooks corrupt the corrupted run further, e.g. gaussian_noise on the same tokens as clean.
     Returns the metric per site: [layer, pos], [layer, head] or [layer, pos, head].
     """
-    if direction not in ("denoise", "noise"):
-        raise ValueError(f"direction must be 'denoise' (clean into corrupted) or 'noise' (corrupted into clean), "
-                         f"not {direction!r}")
-    clean, corrupted = to_tokens(model, clean), to_tokens(model, corrupted)
-    same_shape(clean, corrupted, model)
-    if direction == "denoise":
-        _, source = component_cache(model, clean, component_name)
-        return patch_sweep(model, corrupted, source, metric, component_name, corrupted_hooks, max_rows, progress)
-    _, source = component_cache(model, corrupted, component_name, corrupted_hooks)
-    return patch_sweep(model, clean, source, metric, component_name, (), max_rows, progress)
+    base, base_hooks, source_tokens, source_hooks = _runs(model, clean, corrupted, direction, corrupted_hooks)
+    _, source = component_cache(model, source_tokens, component_name, source_hooks)
+    return patch_sweep(model, base, source, metric, component_name, base_hooks, max_rows, progress)
 
 
 def head_patching_loop(model, corrupted_tokens: torch.Tensor, clean_cache, metric: Metric) -> torch.Tensor:
@@ -435,14 +439,9 @@ def attribution_patch(model, clean: torch.Tensor | str | Sequence[str], corrupte
     metric(patched) ~ metric(base) + (source - base) . d metric / d activation, with the gradient taken on
     the base run. Same directions, components and result shape as `patch`.
     """
-    if direction not in ("denoise", "noise"):
-        raise ValueError(f"direction must be 'denoise' or 'noise', not {direction!r}")
-    clean, corrupted = to_tokens(model, clean), to_tokens(model, corrupted)
-    same_shape(clean, corrupted, model)
+    base, base_hooks, source_tokens, source_hooks = _runs(model, clean, corrupted, direction, corrupted_hooks)
     comp = component(component_name, model)
     names = [comp.hook.format(layer=layer) for layer in range(n_layers_heads(model)[0])]
-    base, base_hooks = (corrupted, list(corrupted_hooks)) if direction == "denoise" else (clean, [])
-    source_tokens, source_hooks = (clean, []) if direction == "denoise" else (corrupted, list(corrupted_hooks))
     _, source = component_cache(model, source_tokens, component_name, source_hooks)
     value, acts, grads = (_nnsight_gradients if is_nnsight(model) else _tl_gradients)(model, base, comp, metric,
                                                                                        names, base_hooks)

@@ -16,7 +16,7 @@ from typing import Iterator
 import torch
 
 from mechlib import corpus
-from mechlib.loading import module_at
+from mechlib.loading import is_nnsight, module_at
 
 
 class InMemoryActivations:
@@ -91,7 +91,7 @@ class ActivationStore:
                  tokens: Iterator[torch.Tensor] | None = None, token_batch_size: int = 32, seed: int = 0,
                  normalize: bool = False, device: str | torch.device | None = None):
         self.model, self.hook, self.batch_size = model, hook, batch_size
-        self.backend = "transformer_lens" if hasattr(model, "hook_dict") else "nnsight"
+        self.backend = "nnsight" if is_nnsight(model) else "transformer_lens"
         self.device = device or (model.cfg.device if self.backend == "transformer_lens" else model.device)
         if batch_size > buffer_size // 2:
             raise ValueError(f"buffer_size ({buffer_size}) must be at least twice batch_size ({batch_size})")
