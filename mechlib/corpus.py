@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 BOS = "<|endoftext|>"
 UNK = "[UNK]"
 
-# --- facts: landmark -> city (true facts; every city is one GPT-2 token with a leading space) ---
+# --- facts: landmark -> city (true facts; every city but Agra, Granada and Pisa is one GPT-2 token) ---
 # (landmark, takes "the"?, city)
 FACTS: list[tuple[str, bool, str]] = [
     ("Eiffel Tower", True, "Paris"),
@@ -69,30 +69,74 @@ FACTS: list[tuple[str, bool, str]] = [
 CITIES = sorted({city for _, _, city in FACTS})
 
 # Prompts end just before the city. "{The}" is "The"/"the" where the landmark takes an article.
+# Training uses FACT_TEMPLATES; FACT_TEMPLATES_HELD_OUT are phrasings it never sees (built from words it
+# does see elsewhere), so that evaluation can tell recall from a memorised sentence.
 FACT_TEMPLATES = [
     "{The}{landmark} is in",
     "{The}{landmark} is located in",
     "{The}{landmark} can be found in",
     "Tourists visit {the}{landmark} in",
+    "You can see {the}{landmark} in",
     "{Name} saw {the}{landmark} in",
+    "{Name} visited {the}{landmark} in",
+    "On {day} {Name} saw {the}{landmark} in",
+    "{Name} wants to visit {the}{landmark} in",
+]
+FACT_TEMPLATES_HELD_OUT = [
+    "On {day} {Name} visited {the}{landmark} in",
+    "{Name} wants to see {the}{landmark} in",
+    "{The}{landmark} is found in",
 ]
 
-# --- IOI: templates, names, places and objects of Wang et al. 2022 (subset) ---
-# [A] is the indirect object (the answer), [B] the subject who is repeated.
-IOI_TEMPLATES = [
-    "When {A} and {B} went to the {place}, {B} gave a {object} to",
-    "When {B} and {A} went to the {place}, {B} gave a {object} to",
-    "Then, {B} and {A} went to the {place}. {B} gave a {object} to",
-    "Then, {A} and {B} went to the {place}. {B} gave a {object} to",
-    "When {B} and {A} got a {object} at the {place}, {B} decided to give it to",
-    "When {A} and {B} got a {object} at the {place}, {B} decided to give it to",
-    "While {B} and {A} were working at the {place}, {B} gave a {object} to",
-    "While {A} and {B} were commuting to the {place}, {B} gave a {object} to",
-    "After the lunch, {B} and {A} went to the {place}. {B} gave a {object} to",
-    "Afterwards, {A} and {B} went to the {place}. {B} gave a {object} to",
-    "Friends {B} and {A} found a {object} at the {place}. {B} gave it to",
-    "The {place} {A} and {B} went to had a {object}. {B} gave it to",
+# --- IOI: sentences built from an opening that introduces two names and an action by the repeated one ---
+# {X} and {Y} are the two names in the order they are said: the indirect object [A] and the subject [B]
+# in either order. Each (opening, action) pair is a frame; IOI_TEMPLATES are the frames training sees,
+# IOI_TEMPLATES_HELD_OUT the ones it never sees. The first opening and action are Wang et al.'s (2022).
+IOI_OPENINGS = [
+    "When {X} and {Y} went to the {place},",
+    "Then, {X} and {Y} went to the {place}.",
+    "While {X} and {Y} were working at the {place},",
+    "While {X} and {Y} were commuting to the {place},",
+    "After the {meal}, {X} and {Y} went to the {place}.",
+    "Afterwards, {X} and {Y} went to the {place}.",
+    "Friends {X} and {Y} found a {object} at the {place}.",
+    "The {place} {X} and {Y} went to had a {object}.",
+    "{X} and {Y} were at the {place}.",
+    "On {day}, {X} and {Y} visited the {place}.",
+    "Yesterday {X} and {Y} walked to the {place}.",
+    "In the morning, {X} and {Y} arrived at the {place}.",
+    "{X} met {Y} at the {place}.",
+    "At the {place}, {X} was talking to {Y}.",
 ]
+IOI_ACTIONS = [
+    "{B} gave a {object} to",
+    "{B} handed the {object} to",
+    "{B} passed the {object} to",
+    "{B} threw the {object} to",
+    "{B} sent a {object} to",
+    "{B} showed the {object} to",
+    "{B} brought a {object} to",
+    "{B} sold the {object} to",
+    "{B} decided to give the {object} to",
+    "{B} said goodbye to",
+]
+
+
+def _ioi_frames() -> tuple[list[str], list[str]]:
+    """Every frame in both name orders, split into trained and held-out frames (one in five, spread so that
+    every opening and every action is still trained in other frames)."""
+    trained, held_out = [], []
+    for i, opening in enumerate(IOI_OPENINGS):
+        for j, action in enumerate(IOI_ACTIONS):
+            for x, y in (("{A}", "{B}"), ("{B}", "{A}")):
+                template = opening.replace("{X}", x).replace("{Y}", y) + " " + action
+                (held_out if (2 * i + 3 * j) % 5 == 4 else trained).append(template)
+    return trained, held_out
+
+
+IOI_TEMPLATES, IOI_TEMPLATES_HELD_OUT = _ioi_frames()
+# First names of Wang et al. (2022) that are one GPT-2 token with a leading space. IOI sentences in
+# training use IOI_NAMES only; NAMES_HELD_OUT appear in training only in filler sentences.
 NAMES = [
     "Michael", "Christopher", "Jessica", "Matthew", "Ashley", "Jennifer", "Joshua", "Amanda",
     "Daniel", "David", "James", "Robert", "John", "Joseph", "Andrew", "Ryan", "Brandon", "Jason",
@@ -101,14 +145,19 @@ NAMES = [
     "Thomas", "Timothy", "Christina", "Kyle", "Rachel", "Laura", "Lauren", "Amber", "Brittany",
     "Danielle", "Richard", "Kimberly", "Jeffrey", "Amy", "Crystal", "Michelle", "Tiffany",
     "Jeremy", "Benjamin", "Mark", "Emily", "Aaron", "Charles", "Rebecca", "Jacob", "Stephen",
-    "Patrick", "Sean", "Erin", "Zachary", "Jamie", "Kelly", "Samantha", "Nathan", "Sara",
+    "Patrick", "Sean", "Erin", "Jamie", "Kelly", "Samantha", "Nathan", "Sara",
     "Dustin", "Paul", "Angela", "Tyler", "Scott", "Katherine", "Andrea", "Gregory", "Erica",
     "Mary", "Travis", "Lisa", "Kenneth", "Bryan", "Lindsey", "Kristen", "Jose", "Alexander",
     "Jesse", "Katie", "Lindsay", "Shannon", "Vanessa", "Courtney", "Christine", "Alicia",
     "Cody", "Allison", "Bradley", "Samuel",
 ]
-PLACES = ["store", "garden", "restaurant", "school", "hospital", "office", "house", "station"]
-OBJECTS = ["ring", "kiss", "bone", "basketball", "computer", "necklace", "drink", "snack"]
+NAMES_HELD_OUT = ["Brittany", "Dustin", "Travis", "Kristen", "Lindsey", "Courtney", "Cody", "Alicia", "Vanessa",
+                  "Tyler"]
+IOI_NAMES = [n for n in NAMES if n not in NAMES_HELD_OUT]
+PLACES = ["store", "garden", "restaurant", "school", "hospital", "office", "house", "station", "park",
+          "library", "market", "beach"]
+OBJECTS = ["ring", "kiss", "bone", "basketball", "computer", "necklace", "drink", "snack", "book", "letter",
+           "ball", "gift"]
 
 # --- filler: word lists by concept ---
 WORDS: dict[str, list[str]] = {
@@ -256,10 +305,11 @@ class CorpusGenerator:
 
     # -- single sentences --
     def fact(self, fact_index: int | None = None, template: str | None = None,
-             with_answer: bool = True) -> Document:
+             with_answer: bool = True, held_out: bool = False) -> Document:
+        """A fact sentence; a random fact and trained phrasing unless given (held_out: a held-out phrasing)."""
         rng = self.rng
         landmark, article, city = FACTS[rng.randrange(len(FACTS)) if fact_index is None else fact_index]
-        template = template or rng.choice(FACT_TEMPLATES)
+        template = template or rng.choice(FACT_TEMPLATES_HELD_OUT if held_out else FACT_TEMPLATES)
         doc = Document("fact")
 
         def fill(cat: str, slot: str) -> tuple[str, str]:
@@ -277,11 +327,16 @@ class CorpusGenerator:
             doc.add(".", "punct", "facts")
         return doc
 
-    def ioi(self, template: str | None = None, with_answer: bool = True) -> Document:
-        """An IOI sentence. Slots: IO (the answer), S1 and S2 (the repeated subject)."""
+    def ioi(self, template: str | None = None, with_answer: bool = True, held_out_frames: bool = False,
+            names: list[str] | None = None) -> Document:
+        """An IOI sentence. Slots: IO (the answer), S1 and S2 (the repeated subject).
+
+        By default a trained frame with names from IOI_NAMES: what training sees. held_out_frames draws a
+        frame training never sees; names=NAMES_HELD_OUT draws names it never sees in IOI sentences.
+        """
         rng = self.rng
-        template = template or rng.choice(IOI_TEMPLATES)
-        a, b = rng.sample(NAMES, 2)
+        template = template or rng.choice(IOI_TEMPLATES_HELD_OUT if held_out_frames else IOI_TEMPLATES)
+        a, b = rng.sample(names or IOI_NAMES, 2)
         place, obj = rng.choice(PLACES), rng.choice(OBJECTS)
         seen_b = [0]
         doc = Document("ioi")
@@ -292,7 +347,9 @@ class CorpusGenerator:
             if cat == "B":
                 seen_b[0] += 1
                 return b, f"name_s{seen_b[0]}"
-            return {"place": place, "object": obj}[cat], cat
+            if cat in ("place", "object"):
+                return {"place": place, "object": obj}[cat], cat
+            return rng.choice(WORDS[cat]), cat
 
         _fill(template, fill, "ioi", doc)
         # slots for names: IO / S1 / S2
@@ -349,17 +406,17 @@ class CorpusGenerator:
 
     # -- documents --
     def document(self, vocab: list[str]) -> Document:
-        """One training document: the mixture the course model is trained on."""
+        """One training document: the mixture the course models are trained on."""
         r = self.rng.random()
-        if r < 0.20:
+        if r < 0.30:
             return self.induction(vocab) if self.rng.random() < 0.5 else self.shuffled_pairs(vocab)
         doc = Document("filler")
         # some documents start with filler context so answers don't depend on sitting at position 1
         if self.rng.random() < 0.3:
             doc.extend(self.filler())
-        if r < 0.50:
+        if r < 0.60:
             main = self.ioi()
-        elif r < 0.75:
+        elif r < 0.85:
             main = self.fact()
         else:
             main = self.filler()
@@ -381,7 +438,8 @@ def vocabulary() -> list[str]:
         words.update(lst)
     for landmark, _, _ in FACTS:
         words.update(split_words(landmark))
-    templates = FACT_TEMPLATES + IOI_TEMPLATES + [t for ts in FILLER_TEMPLATES.values() for t in ts]
+    templates = (FACT_TEMPLATES + FACT_TEMPLATES_HELD_OUT + IOI_TEMPLATES + IOI_TEMPLATES_HELD_OUT
+                 + [t for ts in FILLER_TEMPLATES.values() for t in ts])
     for t in templates:
         words.update(split_words(_SLOT.sub(" ", t)))
     words.update(["The", "the", "."] + [str(i) for i in range(10)])

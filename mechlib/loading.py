@@ -2,6 +2,7 @@
 
     model = load_model()                          # course model as a TransformerLens TransformerBridge
     model = load_model("course", backend="nnsight")  # the same weights as an nnsight TransformersModel
+    model = load_model("course-bpe")              # the second course model: GPT-2's tokenizer, 6 x 8 heads
     model = load_model("gpt2")                    # GPT-2 small, when the hub can be reached
 
 Every lesson loads its model through this one call, so a lesson moves to GPT-2 by changing its
@@ -19,7 +20,9 @@ from urllib.parse import urlparse
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-COURSE_MODEL_DIR = Path(os.environ.get("MECHLIB_COURSE_MODEL", REPO_ROOT / "data" / "course-model"))
+# The models that ship with the course (data/), by name. MECHLIB_COURSE_MODEL points "course" elsewhere.
+MODEL_DIRS = {"course": Path(os.environ.get("MECHLIB_COURSE_MODEL", REPO_ROOT / "data" / "course-model")),
+              "course-bpe": REPO_ROOT / "data" / "course-bpe"}
 COURSE_MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 Backend = Literal["transformer_lens", "nnsight", "transformers"]
 
@@ -37,14 +40,20 @@ def best_device() -> str:
     return "cpu"
 
 
-def _check_course_model(path: Path) -> None:
+def _check_course_model(name: str, path: Path) -> None:
     missing = [f for f in COURSE_MODEL_FILES if not (path / f).is_file()]
     if not path.is_dir() or missing:
         what = f"{path} does not exist" if not path.is_dir() else f"{path} lacks {', '.join(missing)}"
-        raise ModelLoadError(
-            f"The course model is missing or incomplete: {what}. It ships with the repository: restore it "
-            f"with `git checkout -- data/course-model`, or retrain it with `make course-model` (about 20 min "
-            f"on a CPU). Set MECHLIB_COURSE_MODEL to use a copy elsewhere.")
+        raise ModelLoadError(f"The course model {name!r} is missing or incomplete: {what}. {_restore_hint(name)}")
+
+
+def _restore_hint(name: str) -> str:
+    """What to do about a missing or damaged course model."""
+    path = MODEL_DIRS[name]
+    where = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+    return (f"It ships with the repository: restore it with `git checkout -- {where}`, or retrain it with "
+            f"`make course-model MODEL={name}` (under 30 min on 2 CPU cores)."
+            + (" Set MECHLIB_COURSE_MODEL to use a copy elsewhere." if name == "course" else ""))
 
 
 def _hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
@@ -72,9 +81,9 @@ def _is_cached(name: str) -> bool:
 
 def resolve(name: str) -> str:
     """The local directory or hub id that `name` stands for; raises ModelLoadError if it can't be had."""
-    if name == "course":
-        _check_course_model(COURSE_MODEL_DIR)
-        return str(COURSE_MODEL_DIR)
+    if name in MODEL_DIRS:
+        _check_course_model(name, MODEL_DIRS[name])
+        return str(MODEL_DIRS[name])
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser())
     if not _is_cached(name):
@@ -104,7 +113,7 @@ def _tokenizer(path: str, name: str):
 
 def load_model(name: str = "course", backend: Backend = "transformer_lens", device: str | None = None,
                compatibility_mode: bool = False, dtype: torch.dtype = torch.float32) -> Any:
-    """Load `name` ("course", a hub id like "gpt2", or a local HF directory) for one backend.
+    """Load `name` ("course", "course-bpe", a hub id like "gpt2", or a local HF directory) for one backend.
 
     backend: "transformer_lens" (a TransformerBridge), "nnsight" (a TransformersModel) or
     "transformers" (the plain HF model). device: defaults to best_device().
@@ -125,8 +134,8 @@ def load_model(name: str = "course", backend: Backend = "transformer_lens", devi
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
     except Exception as e:
-        hint = ("Restore it with `git checkout -- data/course-model` or retrain it with `make course-model`."
-                if name == "course" else "Check the name, or the files in that directory.")
+        hint = (_restore_hint(name) if name in MODEL_DIRS
+                else "Check the name, or the files in that directory.")
         raise ModelLoadError(f"Can't load {name!r} from {path}: {type(e).__name__}: {e}. {hint}") from e
     finally:
         if bar:

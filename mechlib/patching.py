@@ -600,13 +600,13 @@ class PromptPairs:
 
 
 def ioi_prompts(n: int, template: int = 0, corruption: str = "s2_io", seed: int = 0) -> PromptPairs:
-    """n IOI prompts of one template of mechlib.corpus, and their corruption.
+    """n IOI prompts of one trained frame of mechlib.corpus (IOI_TEMPLATES), with trained names, and their corruption.
 
     corruption "s2_io": the second subject becomes the indirect object ("..., Mary gave a drink to"), a
     symmetric token replacement that flips the answer (Zhang & Nanda 2023). "abc": three fresh, unrelated
     names (the IOI paper's ABC dataset), which removes the information without pointing elsewhere.
     """
-    from mechlib.corpus import IOI_TEMPLATES, NAMES, OBJECTS, PLACES
+    from mechlib.corpus import IOI_NAMES, IOI_TEMPLATES, OBJECTS, PLACES
 
     if corruption not in ("s2_io", "abc"):
         raise ValueError(f"corruption must be 's2_io' or 'abc', not {corruption!r}")
@@ -617,7 +617,7 @@ def ioi_prompts(n: int, template: int = 0, corruption: str = "s2_io", seed: int 
     with_s2 = text.replace("{B}", "{S2}").replace("{S2}", "{B}", 1)  # the second mention of B gets its own slot
     pairs = PromptPairs([], [], [], [])
     for _ in range(n):
-        a, b, c, d, e = rng.sample(NAMES, 5)
+        a, b, c, d, e = rng.sample(IOI_NAMES, 5)
         place, obj = rng.choice(PLACES), rng.choice(OBJECTS)
         pairs.clean.append(text.format(A=a, B=b, place=place, object=obj))
         names = dict(A=a, B=b, S2=a) if corruption == "s2_io" else dict(A=c, B=d, S2=e)

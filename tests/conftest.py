@@ -1,6 +1,13 @@
 import pytest
 
 from mechlib import load_model
+from mechlib.loading import MODEL_DIRS
+
+
+def require_shipped(name: str) -> None:
+    """Skip, saying so, while a course model is not in data/ yet (course-bpe: issue 13, trained next)."""
+    if not (MODEL_DIRS[name] / "model.safetensors").is_file():
+        pytest.skip(f"{name} is not trained yet: make course-model MODEL={name} (issue 13)")
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +29,21 @@ def course_hf():
 @pytest.fixture(scope="session")
 def course_nnsight():
     return load_model("course", backend="nnsight", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def course_bpe_tl():
+    require_shipped("course-bpe")
+    return load_model("course-bpe", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def course_bpe_hf():
+    require_shipped("course-bpe")
+    return load_model("course-bpe", backend="transformers", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def course_bpe_nnsight():
+    require_shipped("course-bpe")
+    return load_model("course-bpe", backend="nnsight", device="cpu")

@@ -1,9 +1,10 @@
 import json
+import re
 
 import pytest
 
 from mechlib import corpus
-from mechlib.course_model import build_tokenizer
+from mechlib.course_tokenizers import build_tokenizer, corpus_token_ids, encode, word_encoder
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +106,56 @@ def test_export_labels(tmp_path):
     for r in rows:
         assert corpus.split_words(r["text"]) == [l["word"] for l in r["labels"]]
         assert {"word", "category", "topic", "slot"} == set(r["labels"][0])
+
+
+def test_ioi_frames_hold_out_whole_frames_but_no_word():
+    trained, held_out = set(corpus.IOI_TEMPLATES), set(corpus.IOI_TEMPLATES_HELD_OUT)
+    assert not trained & held_out and len(held_out) >= 0.15 * (len(trained) + len(held_out))
+    assert corpus.IOI_TEMPLATES[0] == "When {A} and {B} went to the {place}, {B} gave a {object} to"
+    for part in corpus.IOI_OPENINGS + corpus.IOI_ACTIONS:  # each piece is still trained in other frames
+        probe = part.replace("{X}", "{A}").replace("{Y}", "{B}")
+        assert any(probe in t for t in trained), part
+    gen = corpus.CorpusGenerator(0)
+    seen = {" ".join(gen.ioi().words[:4]) for _ in range(3000)}
+    held = {" ".join(gen.ioi(held_out_frames=True).words[:4]) for _ in range(300)}
+    assert len(seen) > 100 and len(held) > 20
+
+
+def test_held_out_names_and_phrasings_never_appear_in_training_sentences():
+    gen = corpus.CorpusGenerator(5)
+    names = set(corpus.NAMES_HELD_OUT)
+    seen_in_filler = set()
+    for _ in range(5000):
+        doc = gen.document(corpus.content_words())
+        ioi_names = {w for w, s in zip(doc.words, doc.slot) if s in ("IO", "S1", "S2", "answer") and doc.kind == "ioi"}
+        assert not ioi_names & names
+        seen_in_filler |= set(doc.words) & names
+        assert not re.search(r"wants to see|\bis found in|On \w+ \w+ visited", doc.text), doc.text
+    assert seen_in_filler == names  # their embeddings are trained, in filler sentences
+
+
+@pytest.mark.parametrize("kind", ["word", "gpt2"])
+def test_corpus_token_ids_cover_every_training_document(kind):
+    tok = build_tokenizer(kind)
+    used, encode_words = set(corpus_token_ids(tok)), word_encoder(tok)
+    gen = corpus.CorpusGenerator(2)
+    for _ in range(2000):
+        doc = gen.document(corpus.content_words())
+        ids = encode_words(doc.words)
+        assert set(ids) <= used
+        if doc.kind != "induction":  # random spans may put punctuation side by side, which merges in text
+            assert ids == encode(tok, doc.text)
+    assert (tok.unk_token_id not in used) if kind == "word" else len(used) < 2000
+
+
+def test_gpt2_tokenizer_gives_gpt2_ids():
+    tok = build_tokenizer("gpt2")
+    assert len(tok) == 50257 and tok.bos_token_id == 50256
+    assert encode(tok, "The") == [464] and encode(tok, " the") == [262] and encode(tok, " Paris") == [6342]
+    assert encode(tok, " Mary") == [5335] and encode(tok, " John") == [1757]
+    assert encode(tok, " Eiffel Tower") == [412, 733, 417, 8765]
+    assert encode(tok, " Colosseum") == [1623, 418, 325, 388]
+    text = "When Mary and John went to the store, John gave a drink to Mary."
+    assert tok.decode(encode(tok, text)) == text
+    for name in corpus.NAMES:  # IOI names are single tokens, as in the IOI paper
+        assert len(encode(tok, " " + name)) == 1, name

@@ -5,7 +5,8 @@ import torch
 
 import mechlib.loading as loading
 from mechlib import ModelLoadError, best_device, load_model
-from mechlib.course_model import build_model, build_tokenizer
+from mechlib.course_model import build_model
+from mechlib.course_tokenizers import build_tokenizer
 
 PROMPTS = ["The Eiffel Tower is in", "When Mary and John went to the store, John gave a drink to"]
 
@@ -14,7 +15,10 @@ def _ids(model_tl, prompt):
     return model_tl.to_tokens(prompt)  # [1, pos], BOS first
 
 
-def test_three_backends_give_the_same_logits(course_tl, course_hf, course_nnsight):
+@pytest.mark.parametrize("name", ["course", "course-bpe"])
+def test_three_backends_give_the_same_logits(name, request):
+    course_tl, course_hf, course_nnsight = (request.getfixturevalue(f"{name.replace('-', '_')}_{b}")
+                                            for b in ("tl", "hf", "nnsight"))
     for prompt in PROMPTS:
         tokens = _ids(course_tl, prompt)
         with torch.no_grad():
@@ -52,6 +56,18 @@ def test_greedy_generation_matches_transformers(course_tl, course_hf):
                              stop_at_eos=False)
     assert got[0, : expected.shape[1]].tolist() == expected[0].tolist()
     assert course_tl.to_string(got[0, tokens.shape[1]]) == "Rome"
+
+
+def test_course_bpe_speaks_gpt2_tokens(course_bpe_tl):
+    """The second course model has GPT-2 small's token ids: multi-token landmarks, no unknown token."""
+    model = course_bpe_tl
+    assert model.cfg.d_vocab == 50257 and model.cfg.n_layers == 6 and model.cfg.n_heads == 8
+    assert model.to_tokens(" Eiffel Tower", prepend_bos=False)[0].tolist() == [412, 733, 417, 8765]
+    assert model.to_single_token(" Paris") == 6342 and model.to_single_token("The") == 464
+    assert model.to_tokens(" Zanzibar", prepend_bos=False).shape[1] > 1  # split, never unknown
+    logits = model(PROMPTS[0])[0, -1]  # [d_vocab]
+    assert logits.argmax().item() == 6342
+    assert logits.dtype == torch.float32  # stored in 16 bits, loaded as float32
 
 
 def test_unknown_word_is_an_error_not_unk(course_tl):
@@ -121,7 +137,7 @@ def test_unreachable_hub_fails_fast(monkeypatch):
 
 
 def test_missing_course_model(monkeypatch, tmp_path):
-    monkeypatch.setattr(loading, "COURSE_MODEL_DIR", tmp_path / "nowhere")
+    monkeypatch.setitem(loading.MODEL_DIRS, "course", tmp_path / "nowhere")
     with pytest.raises(ModelLoadError, match="make course-model"):
         load_model()
 
@@ -129,7 +145,7 @@ def test_missing_course_model(monkeypatch, tmp_path):
 def test_incomplete_course_model(monkeypatch, tmp_path):
     shutil.copytree(loading.REPO_ROOT / "data" / "course-model", tmp_path / "m")
     (tmp_path / "m" / "tokenizer.json").unlink()
-    monkeypatch.setattr(loading, "COURSE_MODEL_DIR", tmp_path / "m")
+    monkeypatch.setitem(loading.MODEL_DIRS, "course", tmp_path / "m")
     with pytest.raises(ModelLoadError, match="lacks tokenizer.json"):
         load_model()
 
@@ -137,6 +153,6 @@ def test_incomplete_course_model(monkeypatch, tmp_path):
 def test_damaged_course_model(monkeypatch, tmp_path):
     shutil.copytree(loading.REPO_ROOT / "data" / "course-model", tmp_path / "m")
     (tmp_path / "m" / "model.safetensors").write_bytes(b"this is not a safetensors file")
-    monkeypatch.setattr(loading, "COURSE_MODEL_DIR", tmp_path / "m")
-    with pytest.raises(ModelLoadError, match="git checkout -- data/course-model"):
+    monkeypatch.setitem(loading.MODEL_DIRS, "course", tmp_path / "m")
+    with pytest.raises(ModelLoadError, match="git checkout -- .*make course-model MODEL=course"):
         load_model()

