@@ -170,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     names = args.model or list(MODELS)
+    if args.cmd == "evaluate" and not args.model:  # the models that are in data/ (course-bpe may not be trained yet)
+        for name in [n for n in names if not (MODEL_DIRS[n] / "model.safetensors").is_file()]:
+            print(f"{name}: not trained yet (make course-model MODEL={name})")
+            names.remove(name)
     ok = True
     for name in names:
         if args.cmd == "train":
