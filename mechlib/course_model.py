@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from mechlib import corpus
 from mechlib.course_tokenizers import build_tokenizer, corpus_token_ids, word_encoder
-from mechlib.loading import MODEL_DIRS
+from mechlib.loading import MODEL_DIRS, is_shipped
 
 
 @dataclass
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
     names = args.model or list(MODELS)
     if args.cmd == "evaluate" and not args.model:  # the models that are in data/ (course-bpe may not be trained yet)
-        for name in [n for n in names if not (MODEL_DIRS[n] / "model.safetensors").is_file()]:
+        for name in [n for n in names if not is_shipped(n)]:
             print(f"{name}: not trained yet (make course-model MODEL={name})")
             names.remove(name)
     ok = True

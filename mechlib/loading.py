@@ -40,6 +40,11 @@ def best_device() -> str:
     return "cpu"
 
 
+def is_shipped(name: str) -> bool:
+    """Is the course model `name` in data/ (course-bpe may not be trained yet)?"""
+    return (MODEL_DIRS[name] / "model.safetensors").is_file()
+
+
 def _check_course_model(name: str, path: Path) -> None:
     missing = [f for f in COURSE_MODEL_FILES if not (path / f).is_file()]
     if not path.is_dir() or missing:
