@@ -12,12 +12,16 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: course test lab course-model saes evaluate notebooks refresh install clean
 
+# MODEL=course-bpe (or gpt2, with internet) runs the lessons on another model; course by default.
 course: $(STAMP)  ## run every lesson headless; executed copies and HTML go to build/
-	$(BIN)/python -m mechlib.lessons
+	$(if $(MODEL),MECHLIB_MODEL=$(MODEL) )$(BIN)/python -m mechlib.lessons
 
-test: $(STAMP)  ## unit tests, then nbval over the lesson notebooks
+# Without MODEL: nbval on the course model, then every lesson headless on course-bpe. MODEL=x: nbval on x only.
+test: $(STAMP)  ## unit tests, nbval over the lesson notebooks, and every lesson on the second model
 	$(BIN)/python -m pytest tests
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks/[0-9][0-9]_*.ipynb
+	MECHLIB_MODEL=$(or $(MODEL),course) $(BIN)/python -m pytest --nbval-lax --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg notebooks/[0-9][0-9]_*.ipynb
+	$(if $(MODEL),,MECHLIB_MODEL=course-bpe $(BIN)/python -m mechlib.lessons --skip-unshipped --out build/course-bpe)
 
 lab: $(STAMP)  ## JupyterLab in the course environment
 	$(BIN)/jupyter lab notebooks/

@@ -22,8 +22,9 @@ import time
 import torch
 
 from mechlib import load_model
-from mechlib.patching import (answer_ids, attribution_patch, head_patching_loop, ioi_prompts, logit_diff,
-                              normalized, patch, patch_sweep, run_cache, to_tokens)
+from mechlib.components import run_cache
+from mechlib.patching import attribution_patch, head_patching_loop, logit_diff, normalized, patch, patch_sweep
+from mechlib.prompts import answer_ids, ioi_prompts, to_tokens
 
 
 def timed(fn) -> tuple[float, torch.Tensor]:
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = race(model, clean, corrupted, metric, args.repeats, "Eiffel Tower -> Paris (the reference text's sweep)")
     print(f"ratio: {ratio:.2f}x  (goal >= 10x)\n")
 
-    pairs = ioi_prompts(20, corruption="s2_io")
+    pairs = ioi_prompts(model, 20, corruption="s2_io")
     clean, corrupted = to_tokens(model, pairs.clean), to_tokens(model, pairs.corrupted)
     ld = logit_diff(answer_ids(model, pairs.answers), answer_ids(model, pairs.wrongs))
     metric = normalized(ld, run_cache(model, clean, names=[])[0], run_cache(model, corrupted, names=[])[0])
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("attribution patching vs activation patching, IOI head sweep (denoising, 20 prompts, template 0):")
     for corruption in ("s2_io", "abc"):
-        pairs = ioi_prompts(20, corruption=corruption)
+        pairs = ioi_prompts(model, 20, corruption=corruption)
         clean, corrupted = to_tokens(model, pairs.clean), to_tokens(model, pairs.corrupted)
         ld = logit_diff(answer_ids(model, pairs.answers), answer_ids(model, pairs.wrongs))
         metric = normalized(ld, run_cache(model, clean, names=[])[0], run_cache(model, corrupted, names=[])[0])

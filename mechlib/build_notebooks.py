@@ -26,6 +26,7 @@ REPO_URL = "https://github.com/mechlib-course/mechlib-course"  # the course repo
 
 SETUP_CELL = f'''# Setup (generated from mechlib/build_notebooks.py: edit it there). On Colab it fetches the course and
 # installs mechlib; locally (`make lab`) it does nothing more than pick the device and the model.
+import os
 import sys
 
 if "google.colab" in sys.modules:
@@ -39,7 +40,9 @@ from mechlib import best_device, load_model
 
 torch.manual_seed(0)
 DEVICE = best_device()
-MODEL_NAME = "course"  # "gpt2" on a GPU runtime with internet: every prompt here is valid for both'''
+# "course" (word-level, 4 layers), "course-bpe" (GPT-2's tokenizer, 6 layers), or "gpt2" on a runtime with internet.
+# `make course MODEL=course-bpe` sets it through the environment.
+MODEL_NAME = os.environ.get("MECHLIB_MODEL", "course")'''
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 STUB = 'raise NotImplementedError("Your code here: see the exercise above.")'

@@ -284,17 +284,18 @@ def check_splice_hook(make_hook: Callable) -> bool:
 
 
 def _patching_cases(model) -> list[tuple]:
-    """(clean tokens, corrupted tokens, metric) for a TransformerLens or an nnsight model: the Eiffel Tower pair
-    with the normalised logit difference, and a batch of IOI prompts with the raw one (whose baseline isn't 0)."""
-    from mechlib.patching import answer_ids, component_cache, ioi_prompts, logit_diff, normalized, to_tokens
+    """(clean tokens, corrupted tokens, metric) for a TransformerLens or an nnsight model, built with the model's
+    own tokenizer so that every pair has equal lengths: the Eiffel Tower and a landmark of as many tokens, with
+    the normalised logit difference, and a batch of IOI prompts with the raw one (whose baseline isn't 0)."""
+    from mechlib.components import component_cache
+    from mechlib.patching import logit_diff, normalized
+    from mechlib.prompts import answer_ids, fact_pair, ioi_prompts, to_tokens
 
-    pairs = ioi_prompts(4, template=3, corruption="s2_io", seed=11)
     cases = []
-    for clean, corrupted, answers, wrongs, scaled in [
-            ("The Eiffel Tower is in", "The Trevi Fountain is in", [" Paris"], [" Rome"], True),
-            (pairs.clean, pairs.corrupted, pairs.answers, pairs.wrongs, False)]:
-        clean, corrupted = to_tokens(model, clean), to_tokens(model, corrupted)
-        metric = logit_diff(answer_ids(model, answers), answer_ids(model, wrongs))
+    for pairs, scaled in [(fact_pair(model, "Eiffel Tower"), True),
+                          (ioi_prompts(model, 4, template=3, corruption="s2_io", seed=11), False)]:
+        clean, corrupted = to_tokens(model, pairs.clean), to_tokens(model, pairs.corrupted)
+        metric = logit_diff(answer_ids(model, pairs.answers), answer_ids(model, pairs.wrongs))
         if scaled:
             logits = [component_cache(model, t, "resid_pre")[0] for t in (clean, corrupted)]
             metric = normalized(metric, *logits)
@@ -304,7 +305,7 @@ def _patching_cases(model) -> list[tuple]:
 
 def _with_clean_cache(model) -> list[tuple]:
     """(model, corrupted tokens, clean cache, metric) for the TransformerLens checks."""
-    from mechlib.patching import run_cache
+    from mechlib.components import run_cache
 
     return [(model, corrupted, run_cache(model, clean)[1], metric) for clean, corrupted, metric in _patching_cases(model)]
 
@@ -352,7 +353,7 @@ def check_attribution_heads(attribute: Callable, model) -> bool:
 
 def check_nnsight_head_patch(patch_head: Callable, model) -> bool:
     """patch_head(model, clean, corrupted, layer, head) -> logits of the corrupted run with one head from clean."""
-    from mechlib.patching import COMPONENTS, _nnsight_run, component_cache
+    from mechlib.components import COMPONENTS, component_cache, nnsight_run
 
     def reference(model, clean, corrupted, layer, head):
         _, cache = component_cache(model, clean, "head_out")
@@ -364,7 +365,7 @@ def check_nnsight_head_patch(patch_head: Callable, model) -> bool:
             return act
 
         with torch.no_grad():
-            return _nnsight_run(model, corrupted, COMPONENTS["head_out"], {layer: edit})[0]
+            return nnsight_run(model, corrupted, COMPONENTS["head_out"], {layer: edit})[0]
 
     learner = lambda *args: patch_head(*args).detach()
     cases = [(model, clean, corrupted, layer, head)
@@ -431,19 +432,35 @@ def check_add_vector(add_vector: Callable) -> bool:
 
 
 def check_clamp_latent(clamp_latent: Callable) -> bool:
-    """clamp_latent(sae, latent, value, positions or None) -> hook that sets one latent to value."""
-    from mechlib.sae import SAEConfig, TopKSAE
-    from mechlib.steering import clamp_latent as reference
+    """clamp_latent(sae, latent, value, positions or None) -> hook that sets one latent to value.
 
-    sae = TopKSAE(SAEConfig(d_in=8, d_sae=32, architecture="topk", k=4, seed=6))
+    Checked by what the SAE itself says: at the clamped positions the activation must move by
+    sae.decode(z with the latent set to value) - sae.decode(z), and nowhere else, for SAEs of three
+    architectures (TopK's decoder is weight-normalised, so a formula using the wrong weights shows)."""
+    from mechlib.sae import SAEConfig, make_sae
+
+    saes = [make_sae(SAEConfig(d_in=8, d_sae=32, architecture=arch, k=4, seed=6, threshold_init=0.1)).eval()
+            for arch in ("topk", "jumprelu", "standard")]
     g = torch.Generator().manual_seed(7)
-    act = torch.randn(2, 5, 8, generator=g)
-    cases = [(sae, 3, 2.0, None, act), (sae, 10, 0.0, [4], act), (sae, 0, 5.0, [1, 3], act)]
+    act = torch.randn(2, 5, 8, generator=g) * 2
+    cases = [(saes[0], 3, 2.0, None, act), (saes[0], 10, 0.0, [4], act), (saes[1], 0, 5.0, [1, 3], act),
+             (saes[2], 7, 1.5, [-1], act)]
 
-    def run(make, sae, latent, value, positions, act):
+    def learner(sae, latent, value, positions, act):
         with torch.no_grad():
-            return make(sae, latent, value, positions)(act.clone(), None)
+            return clamp_latent(sae, latent, value, positions)(act.clone(), None)
 
-    return run_check("clamp an SAE latent", lambda *c: run(clamp_latent, *c), lambda *c: run(reference, *c), cases,
+    def expected(sae, latent, value, positions, act):
+        with torch.no_grad():
+            where = list(range(act.shape[1])) if positions is None else list(positions)
+            z = sae.encode(act[:, where])  # [batch, n_pos, d_sae]
+            z_set = z.clone()
+            z_set[..., latent] = value
+            out = act.clone()
+            out[:, where] += sae.decode(z_set) - sae.decode(z)
+            return out
+
+    return run_check("clamp an SAE latent", learner, expected, cases,
                      hint="current = sae.encode(act[:, positions])[..., latent]; add (value - current)[..., None] * "
-                          "sae.W_dec[latent] there, so the SAE's error term stays")
+                          "sae.W_dec[latent] there (W_dec is the decoder the SAE's forward pass uses), so the "
+                          "SAE's error term stays")

@@ -190,6 +190,11 @@ def is_nnsight(model) -> bool:
     return not hasattr(model, "hook_dict")
 
 
+def model_device(model) -> torch.device:
+    """The device of a TransformerLens, nnsight or transformers model's weights: where inputs must go."""
+    return next(iter(model.parameters())).device
+
+
 def module_at(model, path: str):
     """The submodule at a dotted path such as "transformer.h.2.mlp" (list indices as numbers): of an nnsight
     model (its envoy, to read .input/.output in a trace) or of any torch module."""

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from mechlib.patching import to_tokens
+from mechlib.prompts import to_tokens
 
 Hook = Callable[[torch.Tensor, object], torch.Tensor]
 
@@ -68,8 +68,9 @@ def clamp_latent(sae, latent: int, value: float, positions: Sequence[int] | None
     def hook(act: torch.Tensor, hook=None) -> torch.Tensor:
         act = act.clone()
         where = _positions(act, positions)
-        current = sae.encode(act[:, where])[..., latent]  # [batch, n_pos]
-        act[:, where] += (value - current)[..., None] * sae.W_dec[latent].to(act.dtype)
+        direction = sae.W_dec[latent]  # [d_model]: the row the SAE's forward pass decodes with
+        current = sae.encode(act[:, where].to(direction.device, direction.dtype))[..., latent]  # [batch, n_pos]
+        act[:, where] += ((value - current)[..., None] * direction).to(act.device, act.dtype)
         return act
 
     return hook

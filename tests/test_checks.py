@@ -201,7 +201,8 @@ def test_lesson_04_checks_accept_mechlib_and_reject_plausible_mistakes(course_tl
 
 def test_lesson_05_checks_accept_mechlib_and_reject_plausible_mistakes(course_nnsight, capsys):
     from mechlib.checks import check_nnsight_attribution, check_nnsight_head_patch, check_nnsight_logit_lens
-    from mechlib.patching import COMPONENTS, _nnsight_run, attribution_patch, component_cache
+    from mechlib.components import COMPONENTS, component_cache, nnsight_run
+    from mechlib.patching import attribution_patch
 
     model = course_nnsight
     assert check_nnsight_attribution(lambda m, c, x, metric: attribution_patch(m, c, x, metric, "head_out"), model)
@@ -214,7 +215,7 @@ def test_lesson_05_checks_accept_mechlib_and_reject_plausible_mistakes(course_nn
             act[:, :, head + shift] = cache[f"blocks.{layer}.attn.hook_z"][:, :, head + shift]
             return act
 
-        return _nnsight_run(m, corrupted, COMPONENTS["head_out"], {layer: edit})[0]
+        return nnsight_run(m, corrupted, COMPONENTS["head_out"], {layer: edit})[0]
 
     assert check_nnsight_head_patch(head_patch, model)
     assert not check_nnsight_head_patch(lambda *a: head_patch(*a, shift=1 if a[-1] < 3 else -1), model)  # wrong columns

@@ -33,3 +33,24 @@ def test_a_failing_lesson_is_reported(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "01_ok" in out and "pass" in out
     assert "02_bad" in out and "FAIL" in out and "arithmetic is broken" in out
+
+
+def test_the_setup_cell_takes_the_model_from_the_environment(tmp_path, monkeypatch):
+    """`make course MODEL=course-bpe` sets MECHLIB_MODEL; every lesson's generated setup cell reads it."""
+    from mechlib.build_notebooks import SETUP_CELL
+
+    monkeypatch.setenv("MECHLIB_MODEL", "course-bpe")
+    nb = _notebook(tmp_path / "01_setup.ipynb", SETUP_CELL + "\nprint(MODEL_NAME)")
+    seconds, error = run_notebook(nb, tmp_path / "build")
+    executed = nbformat.read(tmp_path / "build" / "01_setup.ipynb", as_version=4)
+    assert error == "" and executed.cells[0].outputs[-1]["text"] == "course-bpe\n"
+
+
+def test_a_model_not_trained_yet_is_skipped_only_when_asked(tmp_path, monkeypatch, capsys):
+    from mechlib import loading
+
+    monkeypatch.setenv("MECHLIB_MODEL", "course-bpe")
+    monkeypatch.setitem(loading.MODEL_DIRS, "course-bpe", tmp_path / "not-trained")
+    ok = _notebook(tmp_path / "01_ok.ipynb", "x = 1")
+    assert main(["--skip-unshipped", str(ok), "--out", str(tmp_path / "build")]) == 0
+    assert "not trained yet" in capsys.readouterr().out and not (tmp_path / "build").exists()

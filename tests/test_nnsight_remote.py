@@ -2,7 +2,7 @@
 
 import torch
 
-from mechlib.patching import to_tokens
+from mechlib.prompts import to_tokens
 
 
 def test_remote_local_trace_gives_the_local_numbers(course_nnsight):

@@ -8,8 +8,10 @@ import pytest
 import torch
 import transformer_lens.patching as tlp
 
-from mechlib.patching import (COMPONENTS, answer_ids, attribution_patch, gaussian_noise, head_patching_loop,
-                              ioi_prompts, logit_diff, normalized, patch, path_patch, run_cache, to_tokens)
+from mechlib.components import COMPONENTS, run_cache
+from mechlib.path_patching import path_patch
+from mechlib.patching import attribution_patch, gaussian_noise, head_patching_loop, logit_diff, normalized, patch
+from mechlib.prompts import answer_ids, ioi_prompts, to_tokens
 
 TL_FUNCTIONS = {
     "resid_pre": tlp.get_act_patch_resid_pre,
@@ -26,7 +28,7 @@ TL_FUNCTIONS = {
 
 
 def _ioi(model, corruption: str):
-    pairs = ioi_prompts(6, corruption=corruption, seed=3)
+    pairs = ioi_prompts(model, 6, corruption=corruption, seed=3)
     clean, corrupted = to_tokens(model, pairs.clean), to_tokens(model, pairs.corrupted)
     ld = logit_diff(answer_ids(model, pairs.answers), answer_ids(model, pairs.wrongs))
     metric = normalized(ld, run_cache(model, clean)[0], run_cache(model, corrupted)[0])
@@ -177,12 +179,17 @@ def test_gaussian_noise_is_undone_by_patching_the_noised_embedding(course_tl):
 
 
 def test_ioi_prompts_corrupt_what_they_say(course_tl):
-    pairs = ioi_prompts(5, template=2, corruption="s2_io", seed=0)
-    for clean, corrupted, a, b in zip(pairs.clean, pairs.corrupted, pairs.answers, pairs.wrongs):
+    pairs = ioi_prompts(course_tl, 5, template=2, corruption="s2_io", seed=0)
+    tokens = to_tokens(course_tl, pairs.clean)
+    for i, (clean, corrupted, a, b) in enumerate(zip(pairs.clean, pairs.corrupted, pairs.answers, pairs.wrongs)):
         cw, xw = clean.split(), corrupted.split()
         diff = [i for i, (u, v) in enumerate(zip(cw, xw)) if u != v]
         assert len(cw) == len(xw) and len(diff) == 1 and xw[diff[0]] == a.strip() and cw[diff[0]] == b.strip()
-    abc = ioi_prompts(5, corruption="abc", seed=0)
+        # the positions point at the names, without any token matching
+        ids = {slot: tokens[i, pairs.positions[slot][i]].item() for slot in ("IO", "S1", "S2")}
+        assert ids["IO"] == answer_ids(course_tl, a).item() and ids["S1"] == ids["S2"] == answer_ids(course_tl, b).item()
+        assert pairs.positions["S1"][i] < pairs.positions["S2"][i] and pairs.positions["end"][i] == tokens.shape[1] - 1
+    abc = ioi_prompts(course_tl, 5, corruption="abc", seed=0)
     for clean, corrupted, a, b in zip(abc.clean, abc.corrupted, abc.answers, abc.wrongs):
         assert a.strip() not in corrupted and b.strip() not in corrupted
     assert to_tokens(course_tl, abc.clean).shape == to_tokens(course_tl, abc.corrupted).shape
@@ -235,7 +242,7 @@ def test_nnsight_attribution_equals_transformer_lens(ioi, course_nnsight, name):
 
 def test_nnsight_gets_the_same_token_ids_and_clear_errors(course_tl, course_nnsight, ioi):
     _, clean, corrupted, metric = ioi
-    pairs = ioi_prompts(3, seed=1)
+    pairs = ioi_prompts(course_tl, 3, seed=1)
     assert torch.equal(to_tokens(course_nnsight, pairs.clean), to_tokens(course_tl, pairs.clean))  # BOS included
     assert torch.equal(answer_ids(course_nnsight, pairs.answers), answer_ids(course_tl, pairs.answers))
     with pytest.raises(ValueError, match="vocabulary"):

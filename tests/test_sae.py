@@ -148,7 +148,7 @@ def test_auxk_trains_only_dead_latents():
     _, parts = sae.loss(x, dead)
     parts["aux"].backward()
     assert parts["aux"].item() > 0
-    grad = sae.W_enc.grad.abs().sum(0)  # [d_sae]
+    grad = sae.W_enc_v.grad.abs().sum(0)  # [d_sae]: the encoder parameter TopK trains (W_enc is derived from it)
     assert grad[:10].sum() > 0 and grad[10:].sum() == 0
 
 
@@ -164,8 +164,9 @@ def test_ghost_grads_reach_dead_latents():
     assert grad[5] > 0 and grad[torch.arange(32) != 5].sum() == 0
 
 
-def test_resampling_points_dead_latents_at_badly_reconstructed_inputs():
-    sae = _sae("standard")
+@pytest.mark.parametrize("arch", ["standard", "topk"])
+def test_resampling_points_dead_latents_at_badly_reconstructed_inputs(arch):
+    sae = _sae(arch, k=4)
     opt = torch.optim.Adam(sae.parameters())
     x = torch.randn(64, 8)
     sae.loss(x)[0].backward()
@@ -173,13 +174,30 @@ def test_resampling_points_dead_latents_at_badly_reconstructed_inputs():
     dead = torch.zeros(32, dtype=torch.bool)
     dead[[3, 7]] = True
     before = sae.W_dec.detach().clone()
-    assert resample_dead_latents(sae, opt, dead, x, torch.Generator().manual_seed(0)) == 2
-    assert torch.equal(sae.W_dec[~dead], before[~dead])  # live latents untouched
+    live_encoder = sae.W_enc[:, ~dead].norm(dim=0).mean()
+    assert resample_dead_latents(sae, opt, dead, x, torch.Generator().manual_seed(0), encoder_scale=0.2) == 2
+    assert torch.allclose(sae.W_dec[~dead], before[~dead])  # live latents untouched
     assert torch.allclose(sae.W_dec[dead].norm(dim=-1), torch.ones(2))
     cos = torch.nn.functional.normalize(x - sae.b_dec, dim=-1) @ sae.W_dec[dead].T  # [64, 2]
     assert torch.allclose(cos.max(0).values, torch.ones(2))  # each is one of the inputs
+    # the encoder the forward pass uses, on the scale of the live latents' (not of a parametrisation's)
+    torch.testing.assert_close(sae.W_enc[:, dead].norm(dim=0), 0.2 * live_encoder.expand(2))
     assert (sae.b_enc[dead] == 0).all()
-    assert (opt.state[sae.W_dec]["exp_avg"][dead] == 0).all() and (opt.state[sae.W_dec]["exp_avg"][~dead] != 0).any()
+    decoder_param = sae.W_dec_v if arch == "topk" else sae.W_dec  # the parameter Adam updates
+    state = opt.state[decoder_param]["exp_avg"]
+    assert (state[dead] == 0).all() and (state[~dead] != 0).any()
+
+
+def test_every_architectures_w_dec_is_the_decoder_its_forward_pass_uses():
+    for arch in sorted(ARCHITECTURES):
+        sae = _sae(arch, k=4).eval()
+        x = torch.randn(16, 8) * 3
+        x_hat, z = sae(x)
+        torch.testing.assert_close(x_hat, z @ sae.W_dec + sae.b_dec, msg=arch)
+        # one latent alone reconstructs b_dec plus its value times its W_dec row
+        one = torch.zeros(1, 32)
+        one[0, 5] = 2.0
+        torch.testing.assert_close(sae.decode(one)[0], sae.b_dec + 2.0 * sae.W_dec[5], msg=arch)
 
 
 def test_trainer_counts_latents_that_never_fire_as_dead():
@@ -454,3 +472,31 @@ def test_gradient_clipping_caps_the_update_gradient():
         return torch.cat([p.grad.flatten() for p in trainer.sae.parameters() if p.grad is not None]).norm().item()
 
     assert grad_norm(None) > 1.0 and grad_norm(0.5) <= 0.5 + 1e-5
+
+
+def test_sae_for_another_model_is_trained_once_then_loaded_and_never_mixed_up(course_tl, tmp_path, monkeypatch):
+    import shutil
+
+    from mechlib.sae import for_model
+
+    monkeypatch.setenv("MECHLIB_CACHE", str(tmp_path))
+    monkeypatch.setitem(for_model.RECIPE, "steps", 3)
+    monkeypatch.setitem(for_model.RECIPE, "batch_size", 512)
+    hook = "blocks.1.hook_resid_post"
+    sae = for_model.sae_for(course_tl, "my-model", hook, progress=False)
+    path = for_model.sae_path("my-model", hook)
+    assert path.is_relative_to(tmp_path) and (path / "cfg.json").exists()
+    assert sae.cfg.metadata["model_name"] == "my-model" and sae.cfg.d_in == course_tl.cfg.d_model
+    again = for_model.sae_for(course_tl, "my-model", hook, progress=False)  # loaded, not retrained
+    torch.testing.assert_close(again.W_dec, sae.W_dec)
+    shutil.copytree(path, for_model.sae_path("other-model", hook))
+    with pytest.raises(ValueError, match="trained for 'my-model'"):
+        for_model.sae_for(course_tl, "other-model", hook)
+
+
+def test_sae_for_the_course_model_is_the_shipped_file(course_tl):
+    from mechlib.sae.for_model import SHIPPED, sae_for, sae_path
+
+    assert sae_path("course", "blocks.2.hook_resid_post") == SHIPPED / "L2-topk-8x"
+    sae = sae_for(course_tl, "course", "blocks.2.hook_resid_post")
+    assert sae.cfg.architecture == "topk" and sae.cfg.metadata["hook_name"] == "blocks.2.hook_resid_post"

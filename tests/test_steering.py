@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from mechlib.patching import to_tokens
-from mechlib.sae import SAEConfig, TopKSAE
+from mechlib.prompts import to_tokens
+from mechlib.sae import ARCHITECTURES, SAE, SAEConfig, make_sae, train_sae
+from mechlib.sae.io import load_sae, save_sae
 from mechlib.steering import (add_vector, clamp_latent, generate, mean_activation, steering_sweep, steering_vector,
                               target_probability, text_loss)
 
@@ -31,16 +32,37 @@ def test_add_vector_touches_only_the_given_positions():
     torch.testing.assert_close(add_vector(vector, 0.0)(act, None), act)
 
 
-def test_clamp_latent_moves_along_the_decoder_direction_only():
-    sae = TopKSAE(SAEConfig(d_in=6, d_sae=24, architecture="topk", k=3, seed=2))
-    act = torch.randn(2, 4, 6)
-    with torch.no_grad():
-        current = sae.encode(act[:, -1])[:, 5]  # [batch]
-        out = clamp_latent(sae, 5, 3.0, positions=[-1])(act, None)
-        torch.testing.assert_close(out[:, -1] - act[:, -1], (3.0 - current)[:, None] * sae.W_dec[5])
-        torch.testing.assert_close(out[:, :-1], act[:, :-1])
+def _trained_sae(arch: str) -> SAE:
+    """A small SAE of `arch` trained for a few steps on sparse data, so its weights are not the initial ones."""
+    g = torch.Generator().manual_seed(3)
+    truth = torch.nn.functional.normalize(torch.randn(12, 6, generator=g), dim=-1)
+
+    def batch():
+        return (torch.rand(128, 12, generator=g) * (torch.rand(128, 12, generator=g) < 0.2)) @ truth * 4
+
+    sae = make_sae(SAEConfig(d_in=6, d_sae=24, architecture=arch, k=3, l1_coefficient=0.05, l0_coefficient=0.01))
+    train_sae(sae, batch, steps=40, lr=3e-3, progress=False)
+    return sae.eval()
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_clamp_latent_changes_the_activation_by_the_saes_own_decoding(arch, tmp_path):
+    """After clamping, act moves by decode(z with the latent set) - decode(z): what the SAE itself says
+    setting that latent means. Checked on the SAE trained in memory and on the same SAE loaded from disk."""
+    trained = _trained_sae(arch)
+    loaded = load_sae(save_sae(trained, tmp_path / arch))
+    act = torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(4)) * 4
+    for sae in (trained, loaded):
+        with torch.no_grad():
+            z = sae.encode(act[:, -1])  # [batch, d_sae]
+            latent = int(z.sum(0).argmax())  # one that fires, so "current" is not just 0
+            z_set = z.clone()
+            z_set[:, latent] = 3.0
+            out = clamp_latent(sae, latent, 3.0, positions=[-1])(act, None)
+            torch.testing.assert_close(out[:, -1] - act[:, -1], sae.decode(z_set) - sae.decode(z))
+            torch.testing.assert_close(out[:, :-1], act[:, :-1])
     with pytest.raises(ValueError, match="outside"):
-        clamp_latent(sae, 24, 1.0)
+        clamp_latent(trained, 24, 1.0)
 
 
 def test_sweep_at_coefficient_zero_is_the_unsteered_model(course_tl):

@@ -69,7 +69,7 @@ def contexts_html(contexts: list[Context]) -> str:
 def logit_effects(sae: SAE, model, latent: int, n: int = 8) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
     """The tokens the latent's decoder direction pushes up and down most, W_dec[latent] @ W_U (the
     direct path, ignoring the final LayerNorm's scale). Returns (top, bottom) as (token, value) lists."""
-    effect = sae.decoder()[latent].detach().to(model.W_U.device) @ model.W_U  # [d_vocab]
+    effect = sae.W_dec[latent].detach().to(model.W_U.device) @ model.W_U  # [d_vocab]
     top, bottom = effect.topk(n), (-effect).topk(n)
     tok = model.to_single_str_token if hasattr(model, "to_single_str_token") else None
     name = (lambda i: tok(int(i))) if tok else (lambda i: model.tokenizer.decode([int(i)]))

@@ -46,10 +46,18 @@ class SAE(torch.nn.Module):
         g = torch.Generator().manual_seed(cfg.seed)
         w_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=g)
         w_dec /= w_dec.norm(dim=-1, keepdim=True)  # unit-norm decoder directions
-        self.W_dec = torch.nn.Parameter(w_dec)  # [d_sae, d_in]
-        self.W_enc = torch.nn.Parameter(w_dec.T.clone())  # [d_in, d_sae]: starts as the decoder's transpose
-        self.b_enc = torch.nn.Parameter(torch.zeros(cfg.d_sae))  # [d_sae]
-        self.b_dec = torch.nn.Parameter(torch.zeros(cfg.d_in))  # [d_in]
+        # W_enc starts as the decoder's transpose
+        self.register_weights(w_dec.T.clone(), w_dec, torch.zeros(cfg.d_sae), torch.zeros(cfg.d_in))
+
+    def register_weights(self, W_enc: torch.Tensor, W_dec: torch.Tensor, b_enc: torch.Tensor,
+                         b_dec: torch.Tensor) -> None:
+        """Make the trainable parameters from initial weights. W_enc, W_dec, b_enc and b_dec are always the
+        weights the forward pass uses; an architecture that trains another parametrisation of them
+        (TopK's weight-normalised decoder) stores that instead and exposes these four as properties."""
+        self.W_dec = torch.nn.Parameter(W_dec)  # [d_sae, d_in]
+        self.W_enc = torch.nn.Parameter(W_enc)  # [d_in, d_sae]
+        self.b_enc = torch.nn.Parameter(b_enc)  # [d_sae]
+        self.b_dec = torch.nn.Parameter(b_dec)  # [d_in]
 
     # -- the forward pass --
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
@@ -66,13 +74,9 @@ class SAE(torch.nn.Module):
         """x [..., d_in] -> latent activations [..., d_sae]."""
         return self.activate(self.pre_activation(x))
 
-    def decoder(self) -> torch.Tensor:
-        """The decoder directions the forward pass uses.  # [d_sae, d_in]"""
-        return self.W_dec
-
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """latents [..., d_sae] -> reconstruction [..., d_in]."""
-        return z @ self.decoder() + self.b_dec
+        return z @ self.W_dec + self.b_dec
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encode(x)
@@ -110,7 +114,24 @@ class SAE(torch.nn.Module):
     def normalise_decoder(self) -> None:
         self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp(min=1e-8)
 
+    @torch.no_grad()
+    def reinitialise_latents(self, idx: torch.Tensor, directions: torch.Tensor,
+                             encoder_norm: torch.Tensor | float) -> list[tuple[torch.nn.Parameter, tuple]]:
+        """Point latents idx at unit `directions` [n, d_in]: decoder rows = directions, encoder columns =
+        directions * encoder_norm, encoder biases 0. Returns (parameter, index) pairs of what was written,
+        so that the caller can reset the optimiser's state there."""
+        self.W_dec[idx] = directions
+        self.W_enc[:, idx] = directions.T * encoder_norm
+        self.b_enc[idx] = 0.0
+        return [(self.W_dec, (idx,)), (self.W_enc, (slice(None), idx)), (self.b_enc, (idx,))]
+
     # -- files --
+    @torch.no_grad()
+    def load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Set W_enc, W_dec, b_enc, b_dec (the weights the forward pass uses) from a file's tensors."""
+        for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+            getattr(self, name).copy_(tensors[name])
+
     def inference_weights(self) -> dict[str, torch.Tensor]:
         """W_enc, W_dec, b_enc, b_dec as an inference SAE of saved_architecture uses them."""
         return {name: getattr(self, name).detach() for name in ("W_enc", "W_dec", "b_enc", "b_dec")}

@@ -37,10 +37,7 @@ def resample_dead_latents(sae: SAE, optimizer: torch.optim.Optimizer, dead: torc
     directions /= directions.norm(dim=-1, keepdim=True).clamp(min=1e-8)
     alive = ~dead
     enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
-    sae.W_dec[idx] = directions
-    sae.W_enc[:, idx] = directions.T * enc_norm * encoder_scale
-    sae.b_enc[idx] = 0.0
-    for param, index in ((sae.W_dec, (idx,)), (sae.W_enc, (slice(None), idx)), (sae.b_enc, (idx,))):
+    for param, index in sae.reinitialise_latents(idx, directions, enc_norm * encoder_scale):
         state = optimizer.state.get(param, {})
         for key in ("exp_avg", "exp_avg_sq"):
             if key in state:
@@ -58,7 +55,7 @@ def ghost_grads_loss(sae: SAE, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.
     if not bool(dead.any()):
         return x.new_zeros(())
     residual = (x - x_hat).detach()  # [batch, d_in]
-    ghost = torch.exp(pre[:, dead]) @ sae.decoder()[dead]  # [batch, d_in]
+    ghost = torch.exp(pre[:, dead]) @ sae.W_dec[dead]  # [batch, d_in]
     scale = residual.norm(dim=-1, keepdim=True) / (2 * ghost.norm(dim=-1, keepdim=True).clamp(min=1e-8))
     ghost_mse = (ghost * scale.detach() - residual).pow(2).sum(-1)  # [batch]
     mse = (x_hat - x).pow(2).sum(-1).detach()  # [batch]

@@ -83,8 +83,7 @@ def load_sae(path: str | Path, model=None, hook_name: str | None = None,
             raise ValueError(f"{path / WEIGHTS}: {name} has shape {tuple(tensors[name].shape)}, but cfg.json "
                              f"(d_in={cfg.d_in}, d_sae={cfg.d_sae}) needs {shape}")
     with torch.no_grad():
-        for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
-            getattr(sae, name).copy_(tensors[name])
+        sae.load_weights(tensors)
         if "threshold" in want:
             if cfg.architecture == "batchtopk":
                 sae.threshold.copy_(tensors["threshold"][0])

@@ -53,10 +53,10 @@ def recover_known_features(architecture: str = "topk", steps: int = 600, k: int 
 
     data = SparseFeatureData(n_features=512, d=256, active=5, batch_size=2048, seed=seed)
     sae = make_sae(SAEConfig(d_in=256, d_sae=512, architecture=architecture, k=k, seed=seed))
-    before = mean_max_cosine(sae.decoder().detach(), data.features)
+    before = mean_max_cosine(sae.W_dec.detach(), data.features)
     Trainer(sae, data, TrainConfig(steps=steps, lr=lr, dead_after=50, seed=seed)).run(progress=progress)
     held = torch.cat([data.next_batch() for _ in range(4)])  # [8192, 256]
     with torch.no_grad():
         x_hat, z = sae.eval()(held)
-    return {"MMCS before": before, "MMCS": mean_max_cosine(sae.decoder().detach(), data.features),
+    return {"MMCS before": before, "MMCS": mean_max_cosine(sae.W_dec.detach(), data.features),
             "L0": float(l0(z)), "FVU": float(fvu(held, x_hat))}

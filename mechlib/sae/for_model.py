@@ -1,0 +1,66 @@
+"""The SAE a lesson needs, for whichever model the lesson runs on.
+
+    sae = sae_for(model, MODEL_NAME, "blocks.2.hook_resid_post")   # TopK, 8x, k = 16
+
+For the course model the SAEs are shipped in data/saes/ (made by `make saes`). For any other model, an SAE
+trained for the course model would be wrong (another d_model, another residual basis), so it is trained
+on first use with the same recipe as the shipped one, with a progress bar, and cached in
+~/.cache/mechlib/saes/ (or $MECHLIB_CACHE/saes/): the next run loads it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mechlib.loading import REPO_ROOT, model_device
+from mechlib.sae.base import SAE
+
+SHIPPED = REPO_ROOT / "data" / "saes"
+# the recipe of the shipped L2-topk-8x (see the Makefile's `saes` target)
+RECIPE = dict(architecture="topk", k=16, expansion=8, steps=300, batch_size=4096, lr=3e-3, dead_after=50, seed=0)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MECHLIB_CACHE", Path.home() / ".cache" / "mechlib")) / "saes"
+
+
+def sae_path(model_name: str, hook: str) -> Path:
+    """Where the TopK 8x SAE of `hook` for `model_name` is: shipped for the course model, else the cache."""
+    layer = hook.split(".")[1] if hook.startswith("blocks.") else hook
+    name = f"L{layer}-topk-8x" if hook.endswith("hook_resid_post") else f"{hook}-topk-8x"
+    if model_name == "course":
+        return SHIPPED / name
+    return cache_dir() / model_name.replace("/", "--") / name
+
+
+def sae_for(model, model_name: str, hook: str, progress: bool = True) -> SAE:
+    """The TopK 8x SAE on `hook` of `model` (a TransformerLens bridge), loaded if it exists, else trained and cached.
+
+    model_name names the weights (MODEL_NAME in a lesson): a file made for one model is never used for another.
+    """
+    from mechlib.sae import ActivationStore, SAEConfig, Trainer, TrainConfig, make_sae
+    from mechlib.sae.io import load_sae, save_sae
+
+    path = sae_path(model_name, hook)
+    if path.exists():
+        sae = load_sae(path, model, hook)
+        if sae.cfg.metadata.get("model_name", model_name) != model_name:
+            raise ValueError(f"{path} was trained for {sae.cfg.metadata['model_name']!r}, not {model_name!r}: "
+                             f"delete it and run again to train one for this model")
+        return sae
+    if model_name == "course":
+        raise FileNotFoundError(f"{path} is missing: restore it with `git checkout -- data/saes` or retrain the "
+                                f"shipped SAEs with `make saes`")
+    r = RECIPE
+    print(f"no SAE for {model_name} at {hook} yet: training one ({r['steps']} steps of {r['batch_size']} tokens, "
+          f"the shipped recipe); it is cached in {path}")
+    store = ActivationStore(model, hook, batch_size=r["batch_size"], normalize=True, seed=r["seed"])
+    cfg = SAEConfig(d_in=store.d_in, d_sae=r["expansion"] * store.d_in, architecture=r["architecture"], k=r["k"],
+                    seed=r["seed"], metadata={"model_name": model_name, "hook_name": hook})
+    sae = make_sae(cfg).to(store.device)
+    Trainer(sae, store, TrainConfig(steps=r["steps"], lr=r["lr"], seed=r["seed"], dead_after=r["dead_after"])).run(
+        progress=progress)
+    sae.fold_input_scale(store.scale)
+    save_sae(sae, path)
+    return sae.to(model_device(model)).eval()
