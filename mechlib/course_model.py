@@ -127,14 +127,15 @@ def train(cfg: TrainConfig, progress: bool = True, threads: int = N_THREADS) -> 
 
     data = batches(tokenizer, cfg.seed, cfg.batch_size, cfg.n_ctx)
     # a progress probe: random spans of trained tokens, repeated; the second copy's loss over the first's
-    span = torch.randint(len(used), (8, 20), generator=torch.Generator().manual_seed(cfg.seed + 1))
-    probe = torch.cat([torch.full((8, 1), compact_bos), span, span], dim=1)  # [8, 41], compact ids
+    n = min(20, (cfg.n_ctx - 1) // 2)  # span length: both copies fit the context
+    span = torch.randint(len(used), (8, n), generator=torch.Generator().manual_seed(cfg.seed + 1))
+    probe = torch.cat([torch.full((8, 1), compact_bos), span, span], dim=1)  # [8, 1 + 2n], compact ids
 
     def induction_ratio() -> float:
         with torch.no_grad():
-            logp = (model(probe).logits + other_bias).log_softmax(-1)[:, :-1]  # [8, 40, n_used + 1]
-            nll = -logp.gather(-1, probe[:, 1:, None])[..., 0]  # [8, 40]
-        return round((nll[:, 21:].mean() / nll[:, :20].mean()).item(), 3)
+            logp = (model(probe).logits + other_bias).log_softmax(-1)[:, :-1]  # [8, 2n, n_used + 1]
+            nll = -logp.gather(-1, probe[:, 1:, None])[..., 0]  # [8, 2n]
+        return round((nll[:, n + 1:].mean() / nll[:, :n].mean()).item(), 3)
 
     losses, induction = [], {}
     start = time.time()

@@ -136,6 +136,8 @@ def test_training_lowers_the_loss(tmp_path):
     info = train(cfg, progress=False)
     assert info["initial_loss"] > 5.5  # about ln(458): a uniform guess over the vocabulary
     assert info["final_loss"] < info["initial_loss"] - 1.5
+    probe = info["induction_loss_ratio_by_step"]  # the copy-loss probe, logged for the model card
+    assert sorted(probe) == [0, 250, 499] and all(r > 0 for r in probe.values())
 
 
 @pytest.mark.parametrize("name", NAMES)
