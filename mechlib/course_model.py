@@ -57,7 +57,8 @@ MODELS = {
     #   6 x 8, 2000 steps of 32 rows (27.8 min): induction ratio 0.90, max induction score 0.06, IOI 0.49
     #   6 x 8, 16 rows: probe 0.955 at step 2000, 0.928 at 2750 (stopped)
     #   6 x 4, 16 rows: probe 0.96 at step 2000 (stopped)
-    #   4 x 8, 16 rows (0.27 s a step): probe 0.93 at 3000, 0.89 at 4000, 0.855 at 4250 and falling (stopped)
+    #   4 x 8, 16 rows, 6000 steps (24.9 min): IOI 0.995 trained and held-out frames (logit diff 7.7 / 7.4),
+    #   facts 0.998 / 1.000, but induction ratio 0.715 and max induction score 0.455 (targets 0.25, 0.5)
     # Copying comes with steps more than with tokens, and slowly; the course model needed 3400 steps of 32 rows.
     "course-bpe": TrainConfig(out_dir=str(MODEL_DIRS["course-bpe"]), tokenizer="gpt2", n_layer=4, n_head=8,
                               steps=6000, batch_size=16, dtype="float16"),
