@@ -72,6 +72,12 @@ def encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def spaced_pieces(words: list[str]) -> list[str]:
+    """A document's words as they stand in its text (corpus.detokenize): a space before each but the first
+    and punctuation."""
+    return [w if i == 0 or w[0] in ".,!?" else " " + w for i, w in enumerate(words)]
+
+
 def word_encoder(tokenizer) -> Callable[[list[str]], list[int]]:
     """A function from a corpus document's words to token ids, each word spaced as in the document's text
     (corpus.detokenize) and encoded on its own, so adjacent punctuation in random induction spans stays
@@ -80,8 +86,7 @@ def word_encoder(tokenizer) -> Callable[[list[str]], list[int]]:
 
     def encode_words(words: list[str]) -> list[int]:
         ids: list[int] = []
-        for i, w in enumerate(words):
-            piece = w if i == 0 or w[0] in ".,!?" else " " + w
+        for piece in spaced_pieces(words):
             if piece not in cache:
                 cache[piece] = encode(tokenizer, piece)
             ids += cache[piece]

@@ -107,11 +107,11 @@ def word_starts(model, words: list[str]) -> list[int]:
     """The token index at which each word of a corpus document starts, BOS counted, under the model's
     tokenizer. Words are spaced as in the document's text (corpus.detokenize)."""
     from mechlib.corpus import detokenize
+    from mechlib.course_tokenizers import spaced_pieces
 
     starts, ids = [], []
-    for i, w in enumerate(words):
+    for piece in spaced_pieces(words):
         starts.append(1 + len(ids))
-        piece = w if i == 0 or w[0] in ".,!?" else " " + w
         ids += encode(model, piece, bos=False)[0].tolist()
     whole = encode(model, detokenize(words), bos=False)[0].tolist()
     if ids != whole:  # a merge across a word boundary: positions would be wrong, so refuse
@@ -203,13 +203,14 @@ def fact_pair(model, landmark: str = "Eiffel Tower", other_city: str | None = No
     clean, at = words(index[landmark])
     city = FACTS[index[landmark]][2]
     length = len(encode(model, detokenize(clean))[0])
+    single = lambda city: len(encode(model, " " + city, bos=False)[0]) == 1  # noqa: E731
     for i, (_, _, corrupt_city) in enumerate(FACTS):
         corrupted, _ = words(i)
         if corrupt_city == city or other_city not in (None, corrupt_city):
             continue
         if len(encode(model, detokenize(corrupted))[0]) != length:
             continue
-        if len(encode(model, " " + corrupt_city, bos=False)[0]) != 1 or len(encode(model, " " + city, bos=False)[0]) != 1:
+        if not (single(city) and single(corrupt_city)):
             continue
         pairs = PromptPairs([detokenize(clean)], [detokenize(corrupted)], [" " + city], [" " + corrupt_city])
         device = model_device(model)
