@@ -21,7 +21,7 @@ test: $(STAMP)  ## unit tests, nbval over the lesson notebooks, and every lesson
 	$(BIN)/python -m pytest tests
 	MECHLIB_MODEL=$(or $(MODEL),course) $(BIN)/python -m pytest --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg notebooks/[0-9][0-9]_*.ipynb
-	$(if $(MODEL),,MECHLIB_MODEL=course-bpe $(BIN)/python -m mechlib.lessons --skip-unshipped --out build/course-bpe)
+	$(if $(MODEL),,MECHLIB_MODEL=course-bpe $(BIN)/python -m mechlib.lessons --out build/course-bpe)
 
 lab: $(STAMP)  ## JupyterLab in the course environment
 	$(BIN)/jupyter lab notebooks/

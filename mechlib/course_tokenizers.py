@@ -104,3 +104,14 @@ def corpus_token_ids(tokenizer) -> list[int]:
         ids.update(encode(tokenizer, word))
         ids.update(encode(tokenizer, " " + word))
     return sorted(ids)
+
+
+def word_token_ids(tokenizer) -> list[int]:
+    """The ids of corpus words that are one token after a space, sorted: what random-token probes
+    (induction, lessons 00, 01, 06) draw from. The course models see these in random order (the corpus's
+    random spans are spans of words); a piece of a longer word (GPT-2's "iff" of " Eiffel") they only ever
+    see inside that word, so a random span of pieces tests something the corpus never shows them.
+    Under the word tokenizer this is every content word."""
+    ids = {encode(tokenizer, " " + w)[0] for w in corpus.content_words()
+           if len(encode(tokenizer, " " + w)) == 1}
+    return sorted(ids)

@@ -8,12 +8,11 @@ Each lesson is executed top to bottom; the executed copy and an HTML page go to 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-from mechlib.loading import MODEL_DIRS, REPO_ROOT, is_shipped
+from mechlib.loading import REPO_ROOT
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 BUILD = REPO_ROOT / "build"
@@ -63,13 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("notebooks", nargs="*", type=Path, help="default: every notebooks/NN_*.ipynb")
     p.add_argument("--out", type=Path, default=BUILD)
     p.add_argument("--in-place", action="store_true", help="save the outputs into the lesson notebooks too")
-    p.add_argument("--skip-unshipped", action="store_true",
-                   help="exit 0 with a message if MECHLIB_MODEL names a course model that is not trained yet")
     args = p.parse_args(argv)
-    model = os.environ.get("MECHLIB_MODEL", "course")
-    if args.skip_unshipped and model in MODEL_DIRS and not is_shipped(model):
-        print(f"{model} is not trained yet (make course-model MODEL={model}): not running the lessons on it")
-        return 0
     paths = args.notebooks or lesson_notebooks()
     if not paths:
         print(f"no lesson notebooks found in {NOTEBOOKS}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
     model = load_model()                          # course model as a TransformerLens TransformerBridge
     model = load_model("course", backend="nnsight")  # the same weights as an nnsight TransformersModel
-    model = load_model("course-bpe")              # the second course model: GPT-2's tokenizer, 6 x 8 heads
+    model = load_model("course-bpe")              # the second course model: GPT-2's tokenizer, 4 x 8 heads
     model = load_model("gpt2")                    # GPT-2 small, when the hub can be reached
 
 Every lesson loads its model through this one call, so a lesson moves to GPT-2 by changing its

@@ -4,7 +4,7 @@ import re
 import pytest
 
 from mechlib import corpus
-from mechlib.course_tokenizers import build_tokenizer, corpus_token_ids, encode, word_encoder
+from mechlib.course_tokenizers import build_tokenizer, corpus_token_ids, encode, word_encoder, word_token_ids
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +159,14 @@ def test_gpt2_tokenizer_gives_gpt2_ids():
     assert tok.decode(encode(tok, text)) == text
     for name in corpus.NAMES:  # IOI names are single tokens, as in the IOI paper
         assert len(encode(tok, " " + name)) == 1, name
+
+
+@pytest.mark.parametrize("kind", ["word", "gpt2"])
+def test_word_token_ids_are_whole_corpus_words(kind):
+    tok = build_tokenizer(kind)
+    words, trained = word_token_ids(tok), set(corpus_token_ids(tok)) - {tok.bos_token_id}
+    assert {tok.decode([i]).strip() for i in words} <= set(corpus.content_words())  # each id is a whole word
+    if kind == "word":  # every word is one token
+        assert words == sorted(trained)
+    else:  # " Paris" is one token; "iff" (of " Eiffel") is trained, but only ever inside that word
+        assert 6342 in words and 733 in trained and 733 not in words and set(words) < trained

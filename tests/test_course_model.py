@@ -13,14 +13,12 @@ from mechlib.course_eval import TARGETS, evaluate, report
 from mechlib.course_model import MODELS, TrainConfig, batches, build_model, expand_vocabulary, train
 from mechlib.course_tokenizers import build_tokenizer, corpus_token_ids
 from mechlib.loading import MODEL_DIRS
-from conftest import require_shipped
 
 NAMES = list(MODELS)
 
 
 @pytest.fixture(scope="module", params=NAMES)
 def measured(request):
-    require_shipped(request.param)
     return request.param, evaluate(MODEL_DIRS[request.param])
 
 
@@ -46,9 +44,10 @@ def test_induction(measured):
     assert res["max_induction_score"] >= 0.5 and res["induction_heads"]
 
 
-# Known miss (issue 13): the course model retrained on the new corpus carries the previous token in two layer-1
-# heads that attend about 0.35 to it and 0.45 to the token itself, so no head reaches 0.5; induction still works.
-MISSES = {"course": {"max_prev_token_score"}, "course-bpe": set()}
+# Known misses (issue 13): neither model has a head that attends >= 0.5 to the previous token, yet both copy.
+# The course model carries the previous token in two layer-1 heads that attend about 0.35 to it and 0.45 to the
+# token itself; course-bpe's best head reaches 0.26 (its induction heads reach 0.85).
+MISSES = {"course": {"max_prev_token_score"}, "course-bpe": {"max_prev_token_score"}}
 
 
 def test_previous_token_heads(measured):
@@ -142,7 +141,16 @@ def test_training_lowers_the_loss(tmp_path):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_shipped_configs_are_the_ones_trained(name):
-    require_shipped(name)
     info = json.loads((MODEL_DIRS[name] / "training.json").read_text())
     expected = {k: v for k, v in vars(replace(MODELS[name])).items() if k != "out_dir"}
     assert info["config"] == expected
+
+
+def test_last_logits_are_the_same_run_a_few_prompts_at_a_time(course_tl):
+    from mechlib.course_eval import last_logits
+
+    prompts = ["The Eiffel Tower is in", "When Mary and John went to the store, John gave a drink to",
+               "The Colosseum is in", "Big Ben can be found in", "Mary plays the"]
+    whole, chunked = last_logits(course_tl, prompts), last_logits(course_tl, prompts, chunk=2)
+    assert whole.shape == (5, course_tl.cfg.d_vocab) and torch.allclose(whole, chunked, atol=1e-4)
+    assert whole[0].argmax() == course_tl.to_single_token(" Paris")

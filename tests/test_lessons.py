@@ -44,13 +44,3 @@ def test_the_setup_cell_takes_the_model_from_the_environment(tmp_path, monkeypat
     seconds, error = run_notebook(nb, tmp_path / "build")
     executed = nbformat.read(tmp_path / "build" / "01_setup.ipynb", as_version=4)
     assert error == "" and executed.cells[0].outputs[-1]["text"] == "course-bpe\n"
-
-
-def test_a_model_not_trained_yet_is_skipped_only_when_asked(tmp_path, monkeypatch, capsys):
-    from mechlib import loading
-
-    monkeypatch.setenv("MECHLIB_MODEL", "course-bpe")
-    monkeypatch.setitem(loading.MODEL_DIRS, "course-bpe", tmp_path / "not-trained")
-    ok = _notebook(tmp_path / "01_ok.ipynb", "x = 1")
-    assert main(["--skip-unshipped", str(ok), "--out", str(tmp_path / "build")]) == 0
-    assert "not trained yet" in capsys.readouterr().out and not (tmp_path / "build").exists()

@@ -5,7 +5,7 @@ import torch
 
 import mechlib.loading as loading
 from mechlib import ModelLoadError, best_device, load_model
-from mechlib.course_model import build_model
+from mechlib.course_model import MODELS, build_model
 from mechlib.course_tokenizers import build_tokenizer
 
 PROMPTS = ["The Eiffel Tower is in", "When Mary and John went to the store, John gave a drink to"]
@@ -61,7 +61,9 @@ def test_greedy_generation_matches_transformers(course_tl, course_hf):
 def test_course_bpe_speaks_gpt2_tokens(course_bpe_tl):
     """The second course model has GPT-2 small's token ids: multi-token landmarks, no unknown token."""
     model = course_bpe_tl
-    assert model.cfg.d_vocab == 50257 and model.cfg.n_layers == 6 and model.cfg.n_heads == 8
+    cfg = MODELS["course-bpe"]
+    assert model.cfg.d_vocab == 50257 and (model.cfg.n_layers, model.cfg.n_heads) == (cfg.n_layer, cfg.n_head)
+    assert (model.cfg.n_layers, model.cfg.n_heads) != (MODELS["course"].n_layer, MODELS["course"].n_head)
     assert model.to_tokens(" Eiffel Tower", prepend_bos=False)[0].tolist() == [412, 733, 417, 8765]
     assert model.to_single_token(" Paris") == 6342 and model.to_single_token("The") == 464
     assert model.to_tokens(" Zanzibar", prepend_bos=False).shape[1] > 1  # split, never unknown

@@ -4,7 +4,9 @@ labels, and clear errors for prompts that can't be batched or patched."""
 import pytest
 import torch
 
-from mechlib.prompts import answer_ids, fact_pair, ioi_prompts, same_shape, to_tokens, word_starts
+from mechlib.course_tokenizers import word_token_ids
+from mechlib.loading import model_device
+from mechlib.prompts import answer_ids, fact_pair, ioi_prompts, repeated_tokens, same_shape, to_tokens, word_starts
 
 
 @pytest.fixture(scope="module", params=["course", "course-bpe"])
@@ -42,6 +44,16 @@ def test_fact_pair_finds_a_landmark_with_as_many_tokens_for_each_tokenizer(model
     # four and pairs it with "Colosseum" (four as well)
     want = "Trevi Fountain" if clean.shape[1] == 6 else "Colosseum"
     assert want in pair.corrupted[0]
+
+
+def test_repeated_tokens_are_a_random_span_of_words_twice(model):
+    tokens = repeated_tokens(model, batch=6, seq_len=10, seed=3)
+    assert tokens.shape == (6, 21) and tokens.device == model_device(model)
+    assert (tokens[:, 0] == model.tokenizer.bos_token_id).all() and torch.equal(tokens[:, 1:11], tokens[:, 11:])
+    assert set(tokens[:, 1:].flatten().tolist()) <= set(word_token_ids(model.tokenizer))
+    assert len(set(tokens[:, 1:11].flatten().tolist())) > 40  # random, not a few repeated ids
+    assert torch.equal(tokens, repeated_tokens(model, batch=6, seq_len=10, seed=3))
+    assert not torch.equal(tokens, repeated_tokens(model, batch=6, seq_len=10, seed=4))
 
 
 def test_word_starts_agree_with_tokenizing_the_whole_text(course_bpe_tl):

@@ -421,6 +421,20 @@ def test_several_saes_are_measured_as_each_alone(course_tl):
             assert torch.allclose(torch.as_tensor(together[name][key]), torch.as_tensor(value)), (name, key)
 
 
+def test_metrics_are_the_same_measured_a_few_rows_at_a_time(course_tl, monkeypatch):
+    """GPT-2's vocabulary makes a batch's logits gigabytes: evaluate_saes runs rows in chunks, with the same result."""
+    from mechlib.sae import metrics
+
+    saes = {"topk": _sae("topk", d_in=128, d_sae=256, k=8), "standard": _sae("standard", d_in=128, d_sae=256)}
+    tokens = next(corpus_token_batches(course_tl, 6, seed=3))  # [6, 128]
+    whole = metrics.evaluate_saes(saes, course_tl, HOOK, tokens)
+    monkeypatch.setattr(metrics, "LOGITS_PER_CHUNK", 2 * 128 * course_tl.cfg.d_vocab)  # two rows at a time
+    chunked = metrics.evaluate_saes(saes, course_tl, HOOK, tokens)
+    for name in saes:
+        for key, value in whole[name].items():
+            assert torch.allclose(torch.as_tensor(chunked[name][key]), torch.as_tensor(value), rtol=1e-5), (name, key)
+
+
 # ---------------------------------------------------------------- toy data with known features
 def test_topk_at_the_true_k_recovers_known_features():
     """512 features in 256 dimensions, about 5 active per sample: a TopK SAE with k = 5 finds them

@@ -12,6 +12,7 @@ import torch
 
 from mechlib.concepts import CONCEPTS, LabelledTokens, concept_scores, f1_score
 from mechlib.sae.base import SAE
+from mechlib.sae.store import stop_after
 
 
 @torch.no_grad()
@@ -20,7 +21,8 @@ def latent_activations(sae: SAE, model, hook_name: str, tokens: torch.Tensor, ch
     sae.eval()
     out = []
     for start in range(0, len(tokens), chunk):
-        _, cache = model.run_with_cache(tokens[start:start + chunk].to(model.cfg.device), names_filter=hook_name)
+        _, cache = model.run_with_cache(tokens[start:start + chunk].to(model.cfg.device), names_filter=hook_name,
+                                        **stop_after(hook_name))
         out.append(sae.encode(cache[hook_name].float()).cpu())
     return torch.cat(out)
 

@@ -16,6 +16,9 @@ def eval_tokens(model, n_batches: int = 8, batch_size: int = 32, seed: int = 123
     return torch.cat([next(source) for _ in range(n_batches)]).to(model.cfg.device)
 
 
+LOGITS_PER_CHUNK = 2 ** 26  # floats of logits held at once (256 MB): GPT-2's 50,257-token vocabulary needs chunks
+
+
 @torch.no_grad()
 def evaluate_saes(saes: dict[str, SAE], model, hook_name: str, tokens: torch.Tensor,
                   dense_above: float = 0.1) -> dict[str, dict[str, float | torch.Tensor]]:
@@ -26,39 +29,52 @@ def evaluate_saes(saes: dict[str, SAE], model, hook_name: str, tokens: torch.Ten
     counted. CE loss recovered = (CE zero-ablated - CE spliced) / (CE zero-ablated - CE clean): 1 is
     as good as the model, 0 as bad as replacing the activations by zeros. KL is of the spliced next-token
     distribution from the clean one, per token. density [d_sae] is each latent's firing rate.
+    Rows are run a few at a time, so that a large vocabulary's logits fit in memory.
     """
     tokens = tokens.to(model.cfg.device)
-    keep = real_tokens(model.tokenizer, tokens)  # [batch, seq]
-    clean_logits, cache = model.run_with_cache(tokens, names_filter=hook_name)
-    x = cache[hook_name][keep].float()  # [n, d_in]
+    rows = max(1, LOGITS_PER_CHUNK // (tokens.shape[1] * model.cfg.d_vocab))
+    sums = {"clean": 0.0, "zero": 0.0} | {name: {"ce": 0.0, "kl": 0.0} for name in saes}
+    xs, x_hats, zs, n_counted = [], {name: [] for name in saes}, {name: [] for name in saes}, 0
+    for chunk in tokens.split(rows):  # [rows, seq]
+        keep = real_tokens(model.tokenizer, chunk)  # [rows, seq]
+        clean_logits, cache = model.run_with_cache(chunk, names_filter=hook_name)
+        x = cache[hook_name][keep].float()  # [n, d_in]
 
-    def splice(replacement: torch.Tensor) -> torch.Tensor:
-        def hook(act, hook):
-            act = act.clone()
-            act[keep] = replacement.to(act.dtype)
-            return act
-        return model.run_with_hooks(tokens, fwd_hooks=[(hook_name, hook)])
+        def splice(replacement: torch.Tensor) -> torch.Tensor:
+            def hook(act, hook):
+                act = act.clone()
+                act[keep] = replacement.to(act.dtype)
+                return act
+            return model.run_with_hooks(chunk, fwd_hooks=[(hook_name, hook)])
 
-    targets, counted = tokens[:, 1:], keep[:, 1:]  # predictions of real tokens (not of padding)
+        targets, counted = chunk[:, 1:], keep[:, 1:]  # predictions of real tokens (not of padding)
 
-    def ce(logits: torch.Tensor) -> float:
-        lp = logits[:, :-1].log_softmax(-1).gather(-1, targets[..., None])[..., 0]  # [batch, seq-1]
-        return float(-lp[counted].mean())
+        def ce_sum(logits: torch.Tensor) -> float:
+            lp = logits[:, :-1].log_softmax(-1).gather(-1, targets[..., None])[..., 0]  # [rows, seq-1]
+            return float(-lp[counted].sum())
 
-    ce_clean, ce_zero = ce(clean_logits), ce(splice(torch.zeros_like(x)))
-    p_clean = clean_logits[:, :-1].log_softmax(-1)
+        n_counted += int(counted.sum())
+        sums["clean"] += ce_sum(clean_logits)
+        sums["zero"] += ce_sum(splice(torch.zeros_like(x)))
+        p_clean = clean_logits[:, :-1].log_softmax(-1)  # [rows, seq-1, d_vocab]
+        xs.append(x)
+        for name, sae in saes.items():
+            x_hat, z = sae.eval()(x.to(sae.W_dec.device))  # the SAE may live on another device than the model
+            x_hat, z = x_hat.to(x.device), z.to(x.device)
+            sae_logits = splice(x_hat)
+            sums[name]["ce"] += ce_sum(sae_logits)
+            p_sae = sae_logits[:, :-1].log_softmax(-1)
+            sums[name]["kl"] += float((p_clean.exp() * (p_clean - p_sae)).sum(-1)[counted].sum())
+            x_hats[name].append(x_hat)
+            zs[name].append(z)
+    ce_clean, ce_zero, x = sums["clean"] / n_counted, sums["zero"] / n_counted, torch.cat(xs)
     results = {}
-    for name, sae in saes.items():
-        x_hat, z = sae.eval()(x.to(sae.W_dec.device))  # the SAE may live on another device than the model
-        x_hat, z = x_hat.to(x.device), z.to(x.device)
-        sae_logits = splice(x_hat)
-        ce_sae = ce(sae_logits)
-        p_sae = sae_logits[:, :-1].log_softmax(-1)
-        kl = (p_clean.exp() * (p_clean - p_sae)).sum(-1)[counted].mean()
+    for name in saes:
+        x_hat, z, ce_sae = torch.cat(x_hats[name]), torch.cat(zs[name]), sums[name]["ce"] / n_counted
         density = (z > 0).float().mean(0)  # [d_sae]
         results[name] = {"L0": float(l0(z)), "FVU": float(fvu(x, x_hat)), "CE clean": ce_clean, "CE with SAE": ce_sae,
                          "CE zero-ablated": ce_zero, "CE loss recovered": (ce_zero - ce_sae) / (ce_zero - ce_clean),
-                         "KL": float(kl), "dead": float((density == 0).float().mean()),
+                         "KL": sums[name]["kl"] / n_counted, "dead": float((density == 0).float().mean()),
                          "dense": float((density > dense_above).float().mean()), "density": density.cpu()}
     return results
 

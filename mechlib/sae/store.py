@@ -69,6 +69,13 @@ def corpus_token_batches(model, batch_size: int = 32, seed: int = 0, n_ctx: int 
                                      batch_size, min(n_ctx, context))
 
 
+def stop_after(hook_name: str) -> dict:
+    """TransformerLens run kwargs that stop after the block of hook_name ("blocks.N...."): the layers above it,
+    and the unembedding (a 50,257-token vocabulary's logits cost more than the whole small model), are skipped."""
+    parts = hook_name.split(".")
+    return {"stop_at_layer": int(parts[1]) + 1} if parts[0] == "blocks" and parts[1:2] and parts[1].isdigit() else {}
+
+
 def real_tokens(tokenizer, tokens: torch.Tensor) -> torch.Tensor:
     """[batch, seq] bool: False at BOS, padding and end-of-text tokens, whose activations SAEs skip."""
     special = {t for t in (tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None}
@@ -112,9 +119,7 @@ class ActivationStore:
         """The hook's activations on tokens [batch, seq], without BOS/pad positions.  # [n, d_in]"""
         tokens = tokens.to(self.device)
         if self.backend == "transformer_lens":
-            layer = self._layer()
-            _, cache = self.model.run_with_cache(tokens, names_filter=self.hook,
-                                                 **({"stop_at_layer": layer + 1} if layer is not None else {}))
+            _, cache = self.model.run_with_cache(tokens, names_filter=self.hook, **stop_after(self.hook))
             acts = cache[self.hook]
         else:
             with self.model.trace(tokens):
@@ -122,10 +127,6 @@ class ActivationStore:
                 saved = out.save()
             acts = saved[0] if isinstance(saved, tuple) else saved
         return acts[real_tokens(self.model.tokenizer, tokens)].float()
-
-    def _layer(self) -> int | None:
-        parts = self.hook.split(".")
-        return int(parts[1]) if parts[0] == "blocks" and len(parts) > 1 and parts[1].isdigit() else None
 
     def _fill(self) -> None:
         """Top the buffer up to buffer_size with fresh activations and shuffle it."""
