@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 from mechlib import corpus
 from mechlib.attention import induction_scores, previous_token_scores
 from mechlib.course_tokenizers import corpus_token_ids, encode, word_token_ids
-from mechlib.prompts import repeated_tokens
 from mechlib.loading import load_model
+from mechlib.prompts import repeated_tokens
 
 # metric -> (bound, "min" or "max"). Trained phrasings and frames as in issue 2; held-out ones as in issue 13.
 # IOI with held-out names is reported without a target.
@@ -120,9 +120,8 @@ def evaluate(model_dir: str | Path, seed: int = SEED, n_ioi: int = N_IOI, n_cont
     res["induction_loss_ratio"] = second / first
     res["n_induction_tokens"] = len(word_token_ids(model.tokenizer))
     # the same on spans of every trained token, pieces of longer words included (no target: see word_token_ids)
-    trained = torch.tensor([t for t in corpus_token_ids(model.tokenizer) if t != model.tokenizer.bos_token_id])
-    span = trained[torch.randint(len(trained), (50, 20), generator=torch.Generator().manual_seed(seed))]
-    pieces = torch.cat([tokens[:, :1], span, span], dim=1)  # [batch, 41]
+    trained = [t for t in corpus_token_ids(model.tokenizer) if t != model.tokenizer.bos_token_id]
+    pieces = repeated_tokens(model, 50, 20, seed, pool=trained).cpu()  # [batch, 41]
     with torch.no_grad():
         first_p, second_p = _copy_losses(model(pieces), pieces)
     res["induction_loss_ratio_all_trained_tokens"] = second_p / first_p

@@ -58,16 +58,18 @@ def to_tokens(model, prompts: str | Sequence[str] | torch.Tensor) -> torch.Tenso
     return torch.stack(rows).to(device)
 
 
-def repeated_tokens(model, batch: int = 50, seq_len: int = 20, seed: int = 0) -> torch.Tensor:
+def repeated_tokens(model, batch: int = 50, seq_len: int = 20, seed: int = 0,
+                    pool: Sequence[int] | None = None) -> torch.Tensor:
     """Tokens [batch, 1 + 2 * seq_len] on the model's device: BOS, a span of random tokens, the same span again.
 
-    Only in-context copying can predict the second copy: the probe of induction heads. The tokens are corpus
-    words that are one token (course_tokenizers.word_token_ids), the tokens the course models have seen in
-    random order; a course model never sees most of GPT-2's 50,257 tokens, nor pieces of words out of them.
+    Only in-context copying can predict the second copy: the probe of induction heads. The tokens are drawn from
+    pool, by default the corpus words that are one token (course_tokenizers.word_token_ids), the tokens the course
+    models have seen in random order; a course model never sees most of GPT-2's 50,257 tokens, nor pieces of words
+    out of them.
     """
     from mechlib.course_tokenizers import word_token_ids
 
-    pool = torch.tensor(word_token_ids(model.tokenizer))  # [n_words]
+    pool = torch.tensor(word_token_ids(model.tokenizer) if pool is None else list(pool))  # [n_pool]
     span = pool[torch.randint(len(pool), (batch, seq_len), generator=torch.Generator().manual_seed(seed))]
     bos = torch.full((batch, 1), model.tokenizer.bos_token_id)
     return torch.cat([bos, span, span], dim=1).to(model_device(model))  # [batch, 1 + 2 * seq_len]

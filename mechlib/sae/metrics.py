@@ -33,7 +33,8 @@ def evaluate_saes(saes: dict[str, SAE], model, hook_name: str, tokens: torch.Ten
     """
     tokens = tokens.to(model.cfg.device)
     rows = max(1, LOGITS_PER_CHUNK // (tokens.shape[1] * model.cfg.d_vocab))
-    sums = {"clean": 0.0, "zero": 0.0} | {name: {"ce": 0.0, "kl": 0.0} for name in saes}
+    ce = dict.fromkeys(["clean", "zero", *saes], 0.0)  # summed over counted tokens
+    kl = dict.fromkeys(saes, 0.0)
     xs, x_hats, zs, n_counted = [], {name: [] for name in saes}, {name: [] for name in saes}, 0
     for chunk in tokens.split(rows):  # [rows, seq]
         keep = real_tokens(model.tokenizer, chunk)  # [rows, seq]
@@ -54,27 +55,27 @@ def evaluate_saes(saes: dict[str, SAE], model, hook_name: str, tokens: torch.Ten
             return float(-lp[counted].sum())
 
         n_counted += int(counted.sum())
-        sums["clean"] += ce_sum(clean_logits)
-        sums["zero"] += ce_sum(splice(torch.zeros_like(x)))
+        ce["clean"] += ce_sum(clean_logits)
+        ce["zero"] += ce_sum(splice(torch.zeros_like(x)))
         p_clean = clean_logits[:, :-1].log_softmax(-1)  # [rows, seq-1, d_vocab]
         xs.append(x)
         for name, sae in saes.items():
             x_hat, z = sae.eval()(x.to(sae.W_dec.device))  # the SAE may live on another device than the model
             x_hat, z = x_hat.to(x.device), z.to(x.device)
             sae_logits = splice(x_hat)
-            sums[name]["ce"] += ce_sum(sae_logits)
+            ce[name] += ce_sum(sae_logits)
             p_sae = sae_logits[:, :-1].log_softmax(-1)
-            sums[name]["kl"] += float((p_clean.exp() * (p_clean - p_sae)).sum(-1)[counted].sum())
+            kl[name] += float((p_clean.exp() * (p_clean - p_sae)).sum(-1)[counted].sum())
             x_hats[name].append(x_hat)
             zs[name].append(z)
-    ce_clean, ce_zero, x = sums["clean"] / n_counted, sums["zero"] / n_counted, torch.cat(xs)
+    ce_clean, ce_zero, x = ce["clean"] / n_counted, ce["zero"] / n_counted, torch.cat(xs)
     results = {}
     for name in saes:
-        x_hat, z, ce_sae = torch.cat(x_hats[name]), torch.cat(zs[name]), sums[name]["ce"] / n_counted
+        x_hat, z, ce_sae = torch.cat(x_hats[name]), torch.cat(zs[name]), ce[name] / n_counted
         density = (z > 0).float().mean(0)  # [d_sae]
         results[name] = {"L0": float(l0(z)), "FVU": float(fvu(x, x_hat)), "CE clean": ce_clean, "CE with SAE": ce_sae,
                          "CE zero-ablated": ce_zero, "CE loss recovered": (ce_zero - ce_sae) / (ce_zero - ce_clean),
-                         "KL": sums[name]["kl"] / n_counted, "dead": float((density == 0).float().mean()),
+                         "KL": kl[name] / n_counted, "dead": float((density == 0).float().mean()),
                          "dense": float((density > dense_above).float().mean()), "density": density.cpu()}
     return results
 
