@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import torch
 
 from mechlib.loading import is_nnsight, module_at
+from mechlib.prompts import to_tokens
 
 Hook = tuple[str, Callable]
 
@@ -109,6 +110,7 @@ def nnsight_run(model, tokens: torch.Tensor, comp: Component, edits: dict | None
     n_layers, n_heads = n_layers_heads(model)
     saved: dict[str, torch.Tensor] = {}
     layers = range(n_layers) if save else sorted(edits or {})
+    tokens = to_tokens(model, tokens)  # on the model's device
     with model.trace(tokens):
         for layer in layers:  # in forward order, as nnsight requires
             path, where, layout = comp.nnsight
@@ -132,7 +134,7 @@ def run_cache(model, tokens: torch.Tensor, hooks: Sequence[Hook] = (), names: Se
                          "component) or save the modules you need inside a trace")
     names_filter = None if names is None else (lambda n: n in set(names))
     with torch.no_grad(), model.hooks(fwd_hooks=list(hooks)):
-        return model.run_with_cache(tokens, names_filter=names_filter)
+        return model.run_with_cache(to_tokens(model, tokens), names_filter=names_filter)
 
 
 def component_cache(model, tokens: torch.Tensor, component_name: str,

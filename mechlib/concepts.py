@@ -109,6 +109,7 @@ def concept_scores(active: torch.Tensor, concept: torch.Tensor,
     if active.shape[0] != concept.shape[0]:
         raise ValueError(f"active has {active.shape[0]} tokens but concept has {concept.shape[0]}: "
                          "select both with the same mask (acts[labelled.mask], labelled.flat_concept)")
+    concept = concept.to(active.device)
     onehot = torch.nn.functional.one_hot(concept.clamp(min=0), n_concepts) * (concept >= 0)[:, None]  # [token, concept]
     active = active.float()
     hits = active.T @ onehot.float()  # [unit, concept]: tokens of the concept the unit fires on

@@ -21,7 +21,7 @@ from mechlib import corpus
 from mechlib.attention import induction_scores, previous_token_scores
 from mechlib.course_tokenizers import corpus_token_ids, encode, word_token_ids
 from mechlib.loading import load_model
-from mechlib.prompts import repeated_tokens
+from mechlib.prompts import copy_losses, repeated_tokens
 
 # metric -> (bound, "min" or "max"). Trained phrasings and frames as in issue 2; held-out ones as in issue 13.
 # IOI with held-out names is reported without a target.
@@ -75,10 +75,11 @@ def _ioi(model, docs: list[corpus.Document]) -> tuple[float, float]:
 
 
 def _copy_losses(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[float, float]:
-    """Mean loss on the first and on the second copy of tokens [batch, 1 + 2n] (BOS, span, span)."""
-    n = tokens.shape[1] // 2
+    """Mean loss on the first and on the second copy of tokens [batch, 1 + 2n] (BOS, span, span), the second
+    copy's unpredictable first token left out (prompts.copy_losses)."""
     logp = logits.log_softmax(-1)[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]  # [batch, 2n]
-    return -logp[:, :n].mean().item(), -logp[:, n:].mean().item()
+    first, second = copy_losses(-logp, tokens.shape[1] // 2)
+    return first.item(), second.item()
 
 
 def fact_documents(gen: corpus.CorpusGenerator, n_context: int = N_CONTEXT) -> tuple[list, list]:
@@ -248,7 +249,8 @@ front; held out: every fact in each phrasing training never saw. A prediction is
 token is the city's first token. IOI: {N_IOI} fresh random draws per column of frame, names, place and
 object; accuracy = share of prompts where logit(IO) > logit(S) (first tokens); logit difference = mean
 of logit(IO) - logit(S). Induction: BOS + 20 random single-token corpus words + the same 20 again,
-50 sequences; induction score = attention from each repeated token to the token after its first occurrence;
+50 sequences; the loss ratio is the second copy's loss over the first's, leaving out the second copy's first
+token (nothing predicts it); induction score = attention from each repeated token to the token after its first occurrence;
 previous-token score = attention to the previous token.
 """
     (out / "README.md").write_text(card)

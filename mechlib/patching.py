@@ -151,6 +151,7 @@ def patch_sweep(model, base_tokens: torch.Tensor, source_cache, metric: Metric, 
     if base_hooks and is_nnsight(model):
         raise ValueError("base_hooks are TransformerLens hooks: corrupt an nnsight run inside its own trace, or use "
                          "a TransformerLens model for gaussian_noise")
+    base_tokens = to_tokens(model, base_tokens)  # on the model's device
     n_prompts, n_pos = base_tokens.shape
     sites = _sites(model, comp, n_pos)
     results = []
@@ -225,6 +226,7 @@ def head_patching_loop(model, corrupted_tokens: torch.Tensor, clean_cache, metri
 
     Slow but plain; the batched patch_sweep(..., "head_out") is checked and benchmarked against it.
     """
+    corrupted_tokens = to_tokens(model, corrupted_tokens)  # on the model's device
     results = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
     for layer in range(model.cfg.n_layers):
         for head in range(model.cfg.n_heads):

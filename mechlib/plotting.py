@@ -15,17 +15,19 @@ def _numpy(x):
 
 
 def heatmap(values: torch.Tensor, row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
-            title: str = "", centered: bool = True, ax=None, cbar_label: str = "", annotate: bool = False):
-    """A 2-D heatmap of values [rows, cols]; centred on 0 with a red/blue map unless centered=False."""
+            title: str = "", centered: bool = True, ax=None, cbar_label: str = "", annotate: bool = False,
+            limit: float | None = None):
+    """A 2-D heatmap of values [rows, cols]; centred on 0 with a red/blue map unless centered=False.
+    limit: the colour range, ±limit (default the largest |value|): give several maps one to compare them."""
     v = _numpy(values)
     if v.ndim != 2:
         raise ValueError(f"heatmap needs a 2-D tensor [rows, cols], got shape {tuple(v.shape)}")
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(1 + 0.5 * v.shape[1], 1 + 0.4 * v.shape[0]))
     if centered:
-        lim = float(abs(v).max()) or 1.0
+        lim = limit if limit is not None else (float(abs(v).max()) or 1.0)
         im = ax.imshow(v, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
     else:
-        im = ax.imshow(v, cmap="viridis", aspect="auto")
+        im = ax.imshow(v, cmap="viridis", aspect="auto", vmax=limit)
     for axis, labels, n in ((ax.set_yticks, row_labels, v.shape[0]), (ax.set_xticks, col_labels, v.shape[1])):
         if labels is not None:
             if len(labels) != n:

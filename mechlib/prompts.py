@@ -75,6 +75,19 @@ def repeated_tokens(model, batch: int = 50, seq_len: int = 20, seed: int = 0,
     return torch.cat([bos, span, span], dim=1).to(model_device(model))  # [batch, 1 + 2 * seq_len]
 
 
+def copy_losses(loss: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean loss on the first copy and on the second copy of repeated_tokens, from the per-token losses
+    [batch, 2 * seq_len] (loss_per_token=True; entry i is the loss of predicting token i + 1).
+
+    The second copy's first token follows the first copy's last one, and nothing in the context predicts it: it is
+    left out, so the second copy's loss is that of the seq_len - 1 tokens that copying can predict.
+    """
+    if loss.shape[-1] != 2 * seq_len:
+        raise ValueError(f"expected per-token losses of BOS + 2 x {seq_len} tokens, i.e. [batch, {2 * seq_len}], got "
+                         f"{tuple(loss.shape)}: pass loss_per_token=True and the seq_len of repeated_tokens")
+    return loss[..., :seq_len].mean(), loss[..., seq_len + 1:].mean()
+
+
 def same_shape(clean: torch.Tensor, corrupted: torch.Tensor, model=None) -> None:
     """Refuse clean and corrupted tokens that can't be patched position by position."""
     if clean.shape == corrupted.shape:

@@ -99,7 +99,7 @@ def target_probability(model, prompts: Sequence[str], target: int, fwd_hooks: Se
 def text_loss(model, tokens: torch.Tensor, fwd_hooks: Sequence[tuple[str, Hook]] = ()) -> float:
     """Mean next-token loss on tokens [batch, pos] with hooks: what steering costs on unrelated text."""
     with torch.no_grad():
-        return model.run_with_hooks(tokens, return_type="loss", fwd_hooks=list(fwd_hooks)).item()
+        return model.run_with_hooks(to_tokens(model, tokens), return_type="loss", fwd_hooks=list(fwd_hooks)).item()
 
 
 def steering_sweep(model, prompts: Sequence[str], target: int, hook_name: str, make_hook: Callable[[float], Hook],

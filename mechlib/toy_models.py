@@ -47,7 +47,7 @@ class ToyModel(torch.nn.Module):
     def generate_batch(self, batch_size: int) -> torch.Tensor:
         """Each feature present with its probability, uniform in [0, 1] when present.  # [batch, instance, feature]"""
         shape = (batch_size, self.cfg.n_instances, self.cfg.n_features)
-        u = torch.rand(shape, generator=self.generator)
+        u = torch.rand(shape, generator=self.generator).to(self.feature_probability.device)  # drawn on the CPU generator
         # one draw does both: u < p with probability p, and given that, u / p is uniform in [0, 1)
         return (u < self.feature_probability) * (u / self.feature_probability)
 

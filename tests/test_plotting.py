@@ -24,6 +24,14 @@ def test_head_heatmap_labels_layers_and_heads():
     assert ax.get_title() == "scores"
 
 
+def test_heatmaps_given_one_limit_share_one_colour_scale():
+    small, large = torch.tensor([[0.1, -0.2]]), torch.tensor([[3.0, -1.0]])
+    lim = max(small.abs().max(), large.abs().max()).item()
+    clims = [head_heatmap(v, limit=lim).axes[0].images[0].get_clim() for v in (small, large)]
+    assert clims[0] == clims[1] == (-3.0, 3.0)
+    assert head_heatmap(small).axes[0].images[0].get_clim() == pytest.approx((-0.2, 0.2))  # without: its own scale
+
+
 def test_bar_colours_negative_values_red():
     fig = bar(torch.tensor([1.0, -2.0, 0.5]), ["a", "b", "c"])
     colours = [p.get_facecolor() for p in fig.axes[0].patches]

@@ -56,6 +56,19 @@ def test_repeated_tokens_are_a_random_span_of_words_twice(model):
     assert not torch.equal(tokens, repeated_tokens(model, batch=6, seq_len=10, seed=4))
 
 
+def test_copy_losses_leave_out_the_unpredictable_first_token_of_the_second_copy(model):
+    from mechlib.prompts import copy_losses
+
+    tokens = repeated_tokens(model, batch=8, seq_len=10, seed=1)  # [8, 21]
+    with torch.no_grad():
+        loss = model(tokens, return_type="loss", loss_per_token=True)  # [8, 20]
+    first, second = copy_losses(loss, 10)
+    assert first > 3 * second  # the course models copy
+    assert torch.isclose(second, loss[:, 11:].mean()) and loss[:, 10].mean() > 2 * second  # the left-out one is hard
+    with pytest.raises(ValueError, match="loss_per_token"):
+        copy_losses(loss[:, 1:], 10)
+
+
 def test_word_starts_agree_with_tokenizing_the_whole_text(course_bpe_tl):
     words = ["The", "Eiffel", "Tower", "is", "in", "Paris", "."]
     starts = word_starts(course_bpe_tl, words)

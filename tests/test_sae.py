@@ -408,6 +408,27 @@ def test_a_perfect_sae_recovers_everything_and_a_zero_sae_nothing(course_tl):
     assert abs(m["CE loss recovered"]) < 1e-4 and m["dead"] == 1.0 and m["L0"] == 0
 
 
+def test_an_sae_that_outputs_the_mean_recovers_nothing_against_mean_ablation(course_tl):
+    from mechlib.sae.metrics import evaluate_sae, mean_activation
+
+    tokens = next(corpus_token_batches(course_tl, 4, seed=1))
+    perfect = _sae("standard", d_in=128, d_sae=256)
+    with torch.no_grad():
+        eye = torch.eye(128)
+        perfect.W_enc.copy_(torch.cat([eye, -eye], 1))
+        perfect.W_dec.copy_(torch.cat([eye, -eye], 0))
+    m = evaluate_sae(perfect, course_tl, HOOK, tokens)
+    assert abs(m["CE increase"]) < 1e-4 and abs(m["CE recovered vs mean"] - 1) < 1e-4
+    assert m["CE mean-ablated"] > m["CE clean"] + 0.1
+    mean = _sae("standard", d_in=128, d_sae=256)
+    with torch.no_grad():
+        mean.b_enc.fill_(-1e4)  # never fires: reconstructs every input as b_dec, here the mean activation
+        mean.b_dec.copy_(mean_activation(course_tl, HOOK, tokens))
+    m = evaluate_sae(mean, course_tl, HOOK, tokens)
+    assert abs(m["CE recovered vs mean"]) < 1e-4 and abs(m["CE increase"] - (m["CE mean-ablated"] - m["CE clean"])) < 1e-4
+    assert m["CE loss recovered"] > 0  # against zeros, the mean itself "recovers" something
+
+
 def test_several_saes_are_measured_as_each_alone(course_tl):
     from mechlib.sae.metrics import evaluate_sae, evaluate_saes
 
@@ -514,3 +535,18 @@ def test_sae_for_the_course_model_is_the_shipped_file(course_tl):
     assert sae_path("course", "blocks.2.hook_resid_post") == SHIPPED / "L2-topk-8x"
     sae = sae_for(course_tl, "course", "blocks.2.hook_resid_post")
     assert sae.cfg.architecture == "topk" and sae.cfg.metadata["hook_name"] == "blocks.2.hook_resid_post"
+
+
+def test_ce_rows_measures_losses_on_the_first_rows_and_reconstruction_on_all(course_tl):
+    from mechlib.sae.for_model import sae_for
+    from mechlib.sae.metrics import evaluate_saes
+
+    sae = sae_for(course_tl, "course", HOOK)
+    tokens = next(corpus_token_batches(course_tl, 6, seed=2))
+    full = evaluate_saes({"s": sae}, course_tl, HOOK, tokens)["s"]
+    part = evaluate_saes({"s": sae}, course_tl, HOOK, tokens, ce_rows=2)["s"]
+    head = evaluate_saes({"s": sae}, course_tl, HOOK, tokens[:2])["s"]
+    for k in ("FVU", "dead"):  # every row
+        assert part[k] == pytest.approx(full[k], abs=1e-6) and part[k] != pytest.approx(head[k], abs=1e-6)
+    for k in ("CE clean", "CE with SAE", "KL"):  # the first two rows
+        assert part[k] == pytest.approx(head[k], abs=1e-5) and part[k] != pytest.approx(full[k], abs=1e-5)

@@ -23,7 +23,7 @@ def latent_activations(sae: SAE, model, hook_name: str, tokens: torch.Tensor, ch
     for start in range(0, len(tokens), chunk):
         _, cache = model.run_with_cache(tokens[start:start + chunk].to(model.cfg.device), names_filter=hook_name,
                                         **stop_after(hook_name))
-        out.append(sae.encode(cache[hook_name].float()).cpu())
+        out.append(sae.encode(cache[hook_name].float().to(sae.W_dec.device)).cpu())  # the SAE may be elsewhere
     return torch.cat(out)
 
 
@@ -86,7 +86,7 @@ def activation_histogram(acts: torch.Tensor, latent: int, ax=None):
     a = acts[..., latent].flatten()
     a = a[a > 0]
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 2.5))
-    ax.hist(a.numpy(), bins=40)
+    ax.hist(a.detach().cpu().numpy(), bins=40)
     ax.set_title(f"latent {latent}: fires on {len(a)} of {acts[..., latent].numel()} tokens")
     ax.set_xlabel("activation")
     fig.tight_layout()

@@ -2,10 +2,10 @@
 
     sae = sae_for(model, MODEL_NAME, "blocks.2.hook_resid_post")   # TopK, 8x, k = 16
 
-For the course model the SAEs are shipped in data/saes/ (made by `make saes`). For any other model, an SAE
-trained for the course model would be wrong (another d_model, another residual basis), so it is trained
-on first use with the same recipe as the shipped one, with a progress bar, and cached in
-~/.cache/mechlib/saes/ (or $MECHLIB_CACHE/saes/): the next run loads it.
+For the two course models the SAEs are shipped (data/saes/ and data/saes/course-bpe/, made by `make saes`).
+For any other model, an SAE trained for a course model would be wrong (another d_model, another residual
+basis), so it is trained on first use with the same recipe as the shipped one, with a progress bar, and
+cached in ~/.cache/mechlib/saes/ (or $MECHLIB_CACHE/saes/): the next run loads it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from mechlib.loading import REPO_ROOT, model_device
 from mechlib.sae.base import SAE
 
 SHIPPED = REPO_ROOT / "data" / "saes"
+SHIPPED_FOR = {"course": SHIPPED, "course-bpe": SHIPPED / "course-bpe"}  # model name -> its shipped SAEs
 # the recipe of the shipped L2-topk-8x (see the Makefile's `saes` target)
 RECIPE = dict(architecture="topk", k=16, expansion=8, steps=300, batch_size=4096, lr=3e-3, dead_after=50, seed=0)
 
@@ -26,11 +27,11 @@ def cache_dir() -> Path:
 
 
 def sae_path(model_name: str, hook: str) -> Path:
-    """Where the TopK 8x SAE of `hook` for `model_name` is: shipped for the course model, else the cache."""
+    """Where the TopK 8x SAE of `hook` for `model_name` is: shipped for the course models, else the cache."""
     layer = hook.split(".")[1] if hook.startswith("blocks.") else hook
     name = f"L{layer}-topk-8x" if hook.endswith("hook_resid_post") else f"{hook}-topk-8x"
-    if model_name == "course":
-        return SHIPPED / name
+    if model_name in SHIPPED_FOR:
+        return SHIPPED_FOR[model_name] / name
     return cache_dir() / model_name.replace("/", "--") / name
 
 
@@ -49,7 +50,7 @@ def sae_for(model, model_name: str, hook: str, progress: bool = True) -> SAE:
             raise ValueError(f"{path} was trained for {sae.cfg.metadata['model_name']!r}, not {model_name!r}: "
                              f"delete it and run again to train one for this model")
         return sae
-    if model_name == "course":
+    if model_name in SHIPPED_FOR:
         raise FileNotFoundError(f"{path} is missing: restore it with `git checkout -- data/saes` or retrain the "
                                 f"shipped SAEs with `make saes`")
     r = RECIPE

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from mechlib.loading import model_device
 from mechlib.sae.base import SAE, SAEConfig
 
 WEIGHTS, CONFIG = "sae_weights.safetensors", "cfg.json"
@@ -101,5 +102,5 @@ def load_sae(path: str | Path, model=None, hook_name: str | None = None,
                              f"{width}: it was trained on another hook or another model "
                              f"(metadata: {cfg.metadata})")
     if device is None:
-        device = model.cfg.device if model is not None and hasattr(model, "cfg") else "cpu"
+        device = model_device(model) if model is not None else "cpu"
     return sae.to(device).eval()

@@ -1,13 +1,13 @@
 """How good is an SAE? Reconstruction (FVU), sparsity (L0, dead and dense latents, the density of every
 latent), and what matters most: how much of the model's behaviour survives when the SAE's
-reconstruction replaces the real activations (CE loss recovered, KL)."""
+reconstruction replaces the real activations (the loss increase in nats, KL, CE loss recovered)."""
 
 from __future__ import annotations
 
 import torch
 
 from mechlib.sae.base import SAE, fvu, l0
-from mechlib.sae.store import corpus_token_batches, real_tokens
+from mechlib.sae.store import corpus_token_batches, real_tokens, stop_after
 
 
 def eval_tokens(model, n_batches: int = 8, batch_size: int = 32, seed: int = 12345) -> torch.Tensor:
@@ -16,27 +16,54 @@ def eval_tokens(model, n_batches: int = 8, batch_size: int = 32, seed: int = 123
     return torch.cat([next(source) for _ in range(n_batches)]).to(model.cfg.device)
 
 
+@torch.no_grad()
+def mean_activation(model, hook_name: str, tokens: torch.Tensor, rows: int = 32) -> torch.Tensor:
+    """The mean of hook_name's activations over the real tokens (not BOS or padding) of tokens [batch, seq]: the
+    replacement of mean ablation.  # [d_in]"""
+    total, n = 0.0, 0
+    for chunk in tokens.to(model.cfg.device).split(rows):
+        _, cache = model.run_with_cache(chunk, names_filter=hook_name, **stop_after(hook_name))
+        acts = cache[hook_name][real_tokens(model.tokenizer, chunk)].float()  # [n, d_in]
+        total, n = total + acts.sum(0), n + len(acts)
+    return total / n
+
+
 LOGITS_PER_CHUNK = 2 ** 26  # floats of logits held at once (256 MB): GPT-2's 50,257-token vocabulary needs chunks
 
 
 @torch.no_grad()
 def evaluate_saes(saes: dict[str, SAE], model, hook_name: str, tokens: torch.Tensor,
-                  dense_above: float = 0.1) -> dict[str, dict[str, float | torch.Tensor]]:
+                  dense_above: float = 0.1, ce_rows: int | None = None) -> dict[str, dict[str, float | torch.Tensor]]:
     """Metrics of several SAEs on hook_name of a TransformerLens model over tokens [batch, seq]; the
-    clean and zero-ablated runs they are measured against are made once for all of them.
+    clean and ablated runs they are measured against are made once for all of them.
 
     BOS and padding positions are left as they are (the SAE never saw them in training) and are not
-    counted. CE loss recovered = (CE zero-ablated - CE spliced) / (CE zero-ablated - CE clean): 1 is
-    as good as the model, 0 as bad as replacing the activations by zeros. KL is of the spliced next-token
-    distribution from the clean one, per token. density [d_sae] is each latent's firing rate.
-    Rows are run a few at a time, so that a large vocabulary's logits fit in memory.
+    counted. The main numbers: CE increase = CE spliced - CE clean (nats per token), and KL of the spliced
+    next-token distribution from the clean one, per token. CE loss recovered = (CE ablated - CE spliced) /
+    (CE ablated - CE clean) against two baselines: zero ablation (sae-lens's "CE loss recovered"; zeros are
+    far off the activations' distribution, on the course model worse than a uniform guess) and mean ablation
+    (every activation replaced by their mean over these tokens: "CE recovered vs mean"). A baseline sets the
+    scale of "recovered" and neither is neutral, hence the increase and the KL.
+    density [d_sae] is each latent's firing rate. Rows run a few at a time, so a large vocabulary fits in memory.
+    ce_rows: measure the losses and the KL on the first ce_rows rows only (default all): each SAE costs a whole
+    forward pass there, dominated by the unembedding on a large vocabulary; FVU, L0 and density use every row.
     """
     tokens = tokens.to(model.cfg.device)
     rows = max(1, LOGITS_PER_CHUNK // (tokens.shape[1] * model.cfg.d_vocab))
-    ce = dict.fromkeys(["clean", "zero", *saes], 0.0)  # summed over counted tokens
+    mean_act = mean_activation(model, hook_name, tokens)  # [d_in]
+    ce = dict.fromkeys(["clean", "zero", "mean", *saes], 0.0)  # summed over counted tokens
     kl = dict.fromkeys(saes, 0.0)
     xs, x_hats, zs, n_counted = [], {name: [] for name in saes}, {name: [] for name in saes}, 0
-    for chunk in tokens.split(rows):  # [rows, seq]
+
+    def reconstruct(x: torch.Tensor) -> None:  # x [n, d_in]: every SAE's reconstruction and latents, kept
+        xs.append(x)
+        for name, sae in saes.items():
+            x_hat, z = sae.eval()(x.to(sae.W_dec.device))  # the SAE may live on another device than the model
+            x_hats[name].append(x_hat.to(x.device))
+            zs[name].append(z.to(x.device))
+
+    n_ce = len(tokens) if ce_rows is None else ce_rows
+    for chunk in tokens[:n_ce].split(rows):  # [rows, seq]
         keep = real_tokens(model.tokenizer, chunk)  # [rows, seq]
         clean_logits, cache = model.run_with_cache(chunk, names_filter=hook_name)
         x = cache[hook_name][keep].float()  # [n, d_in]
@@ -50,31 +77,38 @@ def evaluate_saes(saes: dict[str, SAE], model, hook_name: str, tokens: torch.Ten
 
         targets, counted = chunk[:, 1:], keep[:, 1:]  # predictions of real tokens (not of padding)
 
-        def ce_sum(logits: torch.Tensor) -> float:
-            lp = logits[:, :-1].log_softmax(-1).gather(-1, targets[..., None])[..., 0]  # [rows, seq-1]
-            return float(-lp[counted].sum())
+        def log_probs(logits: torch.Tensor) -> torch.Tensor:  # [rows, seq-1, d_vocab]
+            return logits[:, :-1].log_softmax(-1)
+
+        def ce_sum(lp: torch.Tensor) -> float:
+            return float(-lp.gather(-1, targets[..., None])[..., 0][counted].sum())
 
         n_counted += int(counted.sum())
-        ce["clean"] += ce_sum(clean_logits)
-        ce["zero"] += ce_sum(splice(torch.zeros_like(x)))
-        p_clean = clean_logits[:, :-1].log_softmax(-1)  # [rows, seq-1, d_vocab]
-        xs.append(x)
-        for name, sae in saes.items():
-            x_hat, z = sae.eval()(x.to(sae.W_dec.device))  # the SAE may live on another device than the model
-            x_hat, z = x_hat.to(x.device), z.to(x.device)
-            sae_logits = splice(x_hat)
-            ce[name] += ce_sum(sae_logits)
-            p_sae = sae_logits[:, :-1].log_softmax(-1)
-            kl[name] += float((p_clean.exp() * (p_clean - p_sae)).sum(-1)[counted].sum())
-            x_hats[name].append(x_hat)
-            zs[name].append(z)
-    ce_clean, ce_zero, x = ce["clean"] / n_counted, ce["zero"] / n_counted, torch.cat(xs)
+        lp_clean = log_probs(clean_logits)
+        del clean_logits
+        ce["clean"] += ce_sum(lp_clean)
+        ce["zero"] += ce_sum(log_probs(splice(torch.zeros_like(x))))
+        ce["mean"] += ce_sum(log_probs(splice(mean_act.to(x.dtype).expand_as(x))))
+        # KL(clean || spliced) = sum p log p - sum p log q; the first term is the same for every SAE
+        p_clean = lp_clean.exp()  # [rows, seq-1, d_vocab]
+        neg_entropy = torch.linalg.vecdot(p_clean, lp_clean)  # [rows, seq-1]
+        reconstruct(x)
+        for name in saes:
+            lp_sae = log_probs(splice(x_hats[name][-1]))
+            ce[name] += ce_sum(lp_sae)
+            kl[name] += float((neg_entropy - torch.linalg.vecdot(p_clean, lp_sae))[counted].sum())
+    for chunk in tokens[n_ce:].split(32):  # the other rows: reconstruction and sparsity only
+        _, cache = model.run_with_cache(chunk, names_filter=hook_name, **stop_after(hook_name))
+        reconstruct(cache[hook_name][real_tokens(model.tokenizer, chunk)].float())
+    ce_clean, ce_zero, ce_mean, x = ce["clean"] / n_counted, ce["zero"] / n_counted, ce["mean"] / n_counted, torch.cat(xs)
     results = {}
     for name in saes:
         x_hat, z, ce_sae = torch.cat(x_hats[name]), torch.cat(zs[name]), ce[name] / n_counted
         density = (z > 0).float().mean(0)  # [d_sae]
         results[name] = {"L0": float(l0(z)), "FVU": float(fvu(x, x_hat)), "CE clean": ce_clean, "CE with SAE": ce_sae,
-                         "CE zero-ablated": ce_zero, "CE loss recovered": (ce_zero - ce_sae) / (ce_zero - ce_clean),
+                         "CE zero-ablated": ce_zero, "CE mean-ablated": ce_mean, "CE increase": ce_sae - ce_clean,
+                         "CE loss recovered": (ce_zero - ce_sae) / (ce_zero - ce_clean),
+                         "CE recovered vs mean": (ce_mean - ce_sae) / (ce_mean - ce_clean),
                          "KL": kl[name] / n_counted, "dead": float((density == 0).float().mean()),
                          "dense": float((density > dense_above).float().mean()), "density": density.cpu()}
     return results
@@ -85,10 +119,14 @@ def evaluate_sae(sae: SAE, model, hook_name: str, tokens: torch.Tensor, dense_ab
     return evaluate_saes({"sae": sae}, model, hook_name, tokens, dense_above)["sae"]
 
 
-def metrics_table(rows: dict[str, dict], columns: tuple[str, ...] = ("L0", "FVU", "CE loss recovered", "KL", "dead", "dense")) -> str:
+COLUMNS = ("L0", "FVU", "CE increase", "KL", "CE recovered vs mean", "CE loss recovered", "dead", "dense")
+
+
+def metrics_table(rows: dict[str, dict], columns: tuple[str, ...] = COLUMNS) -> str:
     """A plain-text table of evaluate_sae results, one row per SAE."""
     width = max([24] + [len(name) for name in rows])
-    out = [f"{'SAE':{width}} " + " ".join(f"{c:>17}" for c in columns)]
+    widths = [max(17, len(c)) for c in columns]
+    out = [f"{'SAE':{width}} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths))]
     for name, m in rows.items():
-        out.append(f"{name:{width}} " + " ".join(f"{m[c]:17.3f}" for c in columns))
+        out.append(f"{name:{width}} " + " ".join(f"{m[c]:{w}.3f}" for c, w in zip(columns, widths)))
     return "\n".join(out)
