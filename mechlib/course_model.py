@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from mechlib import corpus
 from mechlib.course_tokenizers import build_tokenizer, corpus_token_ids, word_encoder, word_token_ids
 from mechlib.loading import MODEL_DIRS, is_shipped
+from mechlib.prompts import copy_losses
 
 
 @dataclass
@@ -136,7 +137,8 @@ def train(cfg: TrainConfig, progress: bool = True, threads: int = N_THREADS) -> 
         with torch.no_grad():
             logp = (model(probe).logits + other_bias).log_softmax(-1)[:, :-1]  # [8, 2n, n_used + 1]
             nll = -logp.gather(-1, probe[:, 1:, None])[..., 0]  # [8, 2n]
-        return round((nll[:, n + 1:].mean() / nll[:, :n].mean()).item(), 3)
+        first, second = copy_losses(nll, n)
+        return round((second / first).item(), 3)
 
     losses, induction = [], {}
     start = time.time()

@@ -63,8 +63,7 @@ class Question:
         values = {k: float(v) for k, v in options.items()}
         if top is not None:
             ranked = sorted(values, key=values.__getitem__, reverse=pick == "max")  # stable: the first of a tie leads
-            keep = {ranked[0]} | {k for k in ranked[1:] if values[k] != values[ranked[0]]}
-            keep = set([k for k in ranked if k in keep][:top])
+            keep = set(([ranked[0]] + [k for k in ranked[1:] if values[k] != values[ranked[0]]])[:top])
             values = {k: v for k, v in values.items() if k in keep}
         best = (max if pick == "max" else min)(values.values())
         winners = [k for k, v in values.items() if v == best]
