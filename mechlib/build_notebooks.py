@@ -84,17 +84,33 @@ def with_setup_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
+def solution_block(source: str) -> str:
+    """A collapsed block with the cell's code as the lesson has it, without the solution markers."""
+    code = "\n".join(line for line in source.splitlines() if not _MARK.match(line))
+    return f"<details><summary>Solution</summary>\n\n```python\n{code}\n```\n</details>"
+
+
 def exercise_notebook(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
-    """The exercise version of a solution notebook: solutions stubbed, outputs cleared."""
+    """The exercise version of a solution notebook: solutions stubbed, each in a collapsed block right below its
+    exercise, outputs cleared."""
     ex = copy.deepcopy(nb)
+    cells = []
     for cell in ex.cells:
+        cells.append(cell)
         if cell.cell_type == "code":
+            solution = solution_block(cell.source) if BEGIN in cell.source else None
             cell.source = stub_solutions(cell.source)
             cell.outputs, cell.execution_count = [], None
             cell.metadata.pop("execution", None)
+            if solution:
+                block = nbformat.v4.new_markdown_cell(solution)
+                block.id = f"{cell.id}-solution"[:64]
+                cells.append(block)
+    ex.cells = cells
     note = nbformat.v4.new_markdown_cell(
         f"*Exercise version, generated from [`../{name}`](../{name}) by `python -m mechlib.build_notebooks`: "
-        f"don't edit it by hand. Fill in each `NotImplementedError`; the solutions are in the lesson itself.*")
+        f"don't edit it by hand. Fill in each `NotImplementedError`; each solution is in a collapsed block right "
+        f"below its exercise.*")
     note.id = "exercise-note"
     ex.cells.insert(1, note)
     return ex

@@ -128,6 +128,43 @@ def responds(recall: torch.Tensor, lift: torch.Tensor, min_recall: float = 0.5, 
     return (recall >= min_recall) & (lift >= min_lift)
 
 
+def position_strata(tokens: torch.Tensor, period_id: int, edges: tuple[int, ...] = (8, 16, 32, 64)) -> torch.Tensor:
+    """A stratum per token for `controlled_lift`: whether the next token is "." (the last word of a sentence)
+    crossed with a bucket of the position (1-8, 9-16, 17-32, 33-64, 65+). tokens [batch, pos] -> [batch, pos]"""
+    before_period = torch.zeros_like(tokens, dtype=torch.long)
+    before_period[:, :-1] = (tokens[:, 1:] == period_id).long()
+    position = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens).contiguous()
+    bucket = torch.bucketize(position, torch.tensor(edges, device=tokens.device), right=False)  # 0 .. len(edges)
+    return before_period * (len(edges) + 1) + bucket
+
+
+def controlled_lift(active: torch.Tensor, concept: torch.Tensor, strata: torch.Tensor,
+                    n_concepts: int = len(CONCEPTS)) -> torch.Tensor:
+    """How many times more often each unit fires on a concept's tokens than it would if it fired at its own rate
+    in each stratum (position, end of sentence, ...) whatever the concept: recall / expected recall.
+
+    A unit that fires on every last word of a sentence has a lift of about 1 for concepts that sit there, where
+    the plain lift (against its rate over all tokens) would be high. active [token, unit] bool, concept [token],
+    strata [token] (ints) -> [unit, concept]"""
+    strata = strata.to(active.device)
+    S = torch.nn.functional.one_hot(strata, int(strata.max()) + 1).float()  # [token, stratum]
+    C = torch.nn.functional.one_hot(concept.clamp(min=0), n_concepts).float() * (concept >= 0)[:, None].to(active.device)
+    rate = (active.float().T @ S) / S.sum(0).clamp(min=1)  # [unit, stratum]: P(fires | stratum)
+    where = (S.T @ C) / C.sum(0).clamp(min=1)  # [stratum, concept]: where each concept's tokens sit
+    _, recall = concept_scores(active, concept, n_concepts)
+    return recall / (rate @ where).clamp(min=1e-6)
+
+
+def firing_share(active: torch.Tensor, concept: torch.Tensor, chosen: torch.Tensor,
+                 n_concepts: int = len(CONCEPTS)) -> torch.Tensor:
+    """The precision of a unit for a set of concepts: the share of its firing that is on tokens of the concepts
+    chosen for it. active [token, unit] bool, concept [token], chosen [unit, concept] bool -> [unit]"""
+    concept = concept.to(active.device)
+    C = torch.nn.functional.one_hot(concept.clamp(min=0), n_concepts).float() * (concept >= 0)[:, None]
+    hits = active.float().T @ C  # [unit, concept]
+    return (hits * chosen.to(active.device)).sum(1) / active.float().sum(0).clamp(min=1)
+
+
 def concept_groups_fired(recall: torch.Tensor, lift: torch.Tensor, min_recall: float = 0.5,
                          min_lift: float = 3.0) -> list[set[str]]:
     """For each unit, the concept groups it responds to (see `responds`). recall, lift [unit, concept]."""

@@ -5,8 +5,10 @@
     model.run_with_hooks(tokens, fwd_hooks=[("blocks.2.hook_resid_pre", hook)])
     hook = clamp_latent(sae, latent=823, value=6.0)       # SAE feature steering
 
-A steering vector from one contrastive pair is ActAdd; from many pairs' means it is mean-difference
-steering. `steering_sweep` measures the effect on a target token and the cost (loss on unrelated text) over
+ActAdd as Turner et al. (2023) define it takes a prompt pair's activations at *every* position and adds
+them at the *front* of the steered prompt (`prompt_difference`, `add_at_front`); one difference vector added
+everywhere, from one pair or the means of many prompts (`steering_vector`, `add_vector`), is contrastive or
+mean-difference steering (Rimsky et al. 2024; Marks & Tegmark 2023). `steering_sweep` measures the effect on a target token and the cost (loss on unrelated text) over
 a range of coefficients, the two numbers every steering claim needs.
 """
 
@@ -42,6 +44,34 @@ def steering_vector(model, positive: Sequence[str], negative: Sequence[str], hoo
     One prompt each is ActAdd's contrastive pair; many each is mean-difference steering.
     """
     return mean_activation(model, positive, hook_name, pos) - mean_activation(model, negative, hook_name, pos)
+
+
+def prompt_difference(model, positive: str, negative: str, hook_name: str) -> torch.Tensor:
+    """ActAdd's steering vectors (Turner et al. 2023): hook_name's activations on `positive` minus those on
+    `negative`, at every position, BOS included. Both prompts must have the same number of tokens (Turner et al.
+    pad the shorter one with spaces).  # [pos, d_model]"""
+    tokens = [to_tokens(model, p) for p in (positive, negative)]
+    if tokens[0].shape != tokens[1].shape:
+        raise ValueError(f"{positive!r} has {tokens[0].shape[1]} tokens and {negative!r} {tokens[1].shape[1]}: an "
+                         "ActAdd pair needs equal lengths; pad the shorter prompt (e.g. with spaces) or pick another pair")
+    with torch.no_grad():
+        acts = [model.run_with_cache(t, names_filter=hook_name)[1][hook_name][0] for t in tokens]
+    return acts[0] - acts[1]
+
+
+def add_at_front(vectors: torch.Tensor, coefficient: float) -> Hook:
+    """ActAdd's injection: coefficient * vectors [n, d_model] added to the first n positions of a [batch, pos, d_model]
+    activation (the steered prompt must have at least n tokens)."""
+
+    def hook(act: torch.Tensor, hook=None) -> torch.Tensor:
+        n = vectors.shape[0]
+        if act.shape[1] < n:
+            raise ValueError(f"the steered prompt has {act.shape[1]} tokens, fewer than the {n} ActAdd adds at its front")
+        act = act.clone()
+        act[:, :n] += coefficient * vectors.to(act.device, act.dtype)
+        return act
+
+    return hook
 
 
 def _positions(act: torch.Tensor, positions: Sequence[int] | None) -> torch.Tensor | slice:

@@ -35,6 +35,9 @@ def test_exercise_notebook_has_stubs_no_outputs_and_the_template_setup():
     assert all(c.outputs == [] and c.execution_count is None for c in code)
     assert "return 42" not in code[-1].source and STUB in code[-1].source
     assert nb.cells[2].outputs  # the solution notebook keeps its outputs
+    below = ex.cells[ex.cells.index(code[-1]) + 1]  # the exercise's solution, collapsed, right below it
+    assert below.cell_type == "markdown" and below.source.startswith("<details><summary>Solution</summary>")
+    assert "return 42" in below.source and "SOLUTION" not in below.source
 
 
 def test_a_lesson_needs_one_setup_cell():

@@ -39,6 +39,53 @@ def test_not_implemented_and_crashes_are_reported_not_raised(capsys):
     assert "raised AttributeError" in capsys.readouterr().out
 
 
+def test_a_skipped_exercise_hands_the_cells_below_the_reference(capsys):
+    def stub(x):
+        raise NotImplementedError
+
+    checked = run_check("cumsum", stub, reference, CASES)
+    assert not checked and checked.skipped
+    assert torch.equal(checked(CASES[0][0]), reference(CASES[0][0]))  # later cells get the reference's results
+    assert "the cells below use mechlib's reference" in capsys.readouterr().out
+    mine = lambda x: x.cumsum(-1)  # noqa: E731
+    assert run_check("cumsum", mine, reference, CASES).fn is mine  # a learner's function that passes is kept...
+    wrong = lambda x: x.cumsum(0)  # noqa: E731
+    assert run_check("cumsum", wrong, reference, CASES).fn is wrong  # ...and so is a wrong one: theirs to fix
+
+
+def test_skipped_lesson_exercises_fall_back_to_mechlib(capsys):
+    from mechlib.checks import check_add_vector, check_clamp_latent, check_reference_sae, check_splice_hook
+    from mechlib.sae import SAE, SAEConfig, StandardSAE, TopKSAE
+    from mechlib.steering import add_vector
+
+    def stub(*args):
+        raise NotImplementedError
+
+    assert check_reference_sae(SAE).fn is StandardSAE  # the base class leaves `activate` to be written
+    assert check_add_vector(stub).fn is add_vector
+    hook = check_splice_hook(stub)(TopKSAE(SAEConfig(d_in=4, d_sae=8, architecture="topk", k=2)), torch.ones(1, 3, dtype=bool))
+    act = torch.randn(1, 3, 4)
+    assert hook(act, None).shape == act.shape and not torch.equal(hook(act, None), act)
+    assert not check_clamp_latent(stub) and check_clamp_latent(stub).skipped
+
+
+def test_every_lesson_uses_what_its_checks_return():
+    """`f = check_f(f, ...)`: a learner who skipped an exercise gets mechlib's reference in the cells below."""
+    import json
+    import re
+    from pathlib import Path
+
+    calls = 0
+    for path in sorted(Path(__file__).parents[1].glob("notebooks/[0-9][0-9]_*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            for line in "".join(cell["source"]).splitlines():
+                m = re.search(r"\bcheck_\w+\((\w+)", line)
+                if m and not line.lstrip().startswith(("from ", "import ")):
+                    calls += 1
+                    assert re.match(rf"\s*{m.group(1)} = check_\w+\({m.group(1)}\b", line), (path.name, line)
+    assert calls >= 17
+
+
 def test_first_mismatch_on_containers_and_numbers():
     assert first_mismatch([1, (2.0, "a")], [1, (2.0, "a")]) == ""
     assert "result[1][0] is 2.5" in first_mismatch([1, (2.5, "a")], [1, (2.0, "a")])

@@ -96,3 +96,40 @@ def test_related_concepts_make_one_group():
     recall[2, CONCEPTS.index("colour")] = 0.9
     lift[2] = 1.0  # fires on everything: responds to nothing in particular
     assert concept_groups_fired(recall, lift) == [{"animals"}, {"colour", "sport"}, set()]
+
+
+def test_controlled_lift_sees_through_a_unit_that_fires_on_a_place_not_a_concept():
+    from mechlib.concepts import controlled_lift
+
+    # 8 tokens: stratum 1 (say, before a full stop) holds concept 0's tokens and two unlabelled ones
+    strata = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    concept = torch.tensor([-1, -1, 1, 1, 0, 0, -1, -1])
+    place = strata.bool()[:, None]  # fires on every token in stratum 1, whatever it is
+    meaning = (concept == 0)[:, None]  # fires on concept 0 only
+    active = torch.cat([place, meaning], dim=1)  # [token, unit]
+    _, recall = concept_scores(active, concept)
+    plain = recall / active.float().mean(0)[:, None]
+    lift = controlled_lift(active, concept, strata)
+    assert plain[0, 0] == pytest.approx(2.0) and lift[0, 0] == pytest.approx(1.0)  # the place explains it
+    assert lift[1, 0] == pytest.approx(2.0)  # twice its rate among the tokens in the same place
+
+
+def test_firing_share_is_the_precision_for_the_chosen_concepts():
+    from mechlib.concepts import firing_share
+
+    concept = torch.tensor([0, 0, 0, 1, -1, 1])
+    active = torch.tensor([[1], [1], [1], [0], [1], [0]], dtype=torch.bool)  # fires on 4 tokens, 3 of concept 0
+    chosen = torch.zeros(1, len(CONCEPTS), dtype=torch.bool)
+    chosen[0, 0] = True
+    assert firing_share(active, concept, chosen).item() == pytest.approx(0.75)
+    assert firing_share(active, concept, ~chosen).item() == pytest.approx(0.0)
+
+
+def test_position_strata_mark_the_word_before_a_full_stop_and_the_position():
+    from mechlib.concepts import position_strata
+
+    tokens = torch.tensor([[0, 5, 6, 9, 7] + [5] * 10])  # 9 is the full stop
+    strata = position_strata(tokens, period_id=9)
+    assert strata[0, 2] != strata[0, 1]  # before the full stop, at the same position bucket as token 1
+    assert strata[0, 1] == strata[0, 4]  # same bucket, neither before a full stop
+    assert strata[0, 12] != strata[0, 4]  # position 12 is in another bucket (9-16)

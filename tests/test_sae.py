@@ -550,3 +550,50 @@ def test_ce_rows_measures_losses_on_the_first_rows_and_reconstruction_on_all(cou
         assert part[k] == pytest.approx(full[k], abs=1e-6) and part[k] != pytest.approx(head[k], abs=1e-6)
     for k in ("CE clean", "CE with SAE", "KL"):  # the first two rows
         assert part[k] == pytest.approx(head[k], abs=1e-5) and part[k] != pytest.approx(full[k], abs=1e-5)
+
+
+def test_files_in_16_bits_load_as_float32_and_keep_the_sae(tmp_path):
+    import json
+
+    sae = _sae("topk", k=4, metadata={"model_name": "course", "hook_name": HOOK}).eval()
+    path = save_sae(sae, tmp_path / "half", dtype=torch.float16)
+    assert json.loads((path / "cfg.json").read_text())["dtype"] == "float16"
+    loaded = load_sae(path)
+    assert loaded.W_dec.dtype == torch.float32
+    x = torch.randn(64, 8)
+    assert fvu(sae(x)[0], loaded(x)[0]) < 1e-5  # half precision changes the reconstruction negligibly
+
+
+def test_tuning_moves_the_sparsity_coefficient_to_the_target_l0():
+    from mechlib.sae import compare
+
+    g = torch.Generator().manual_seed(0)
+    directions = torch.randn(64, 16, generator=g)
+    codes = torch.rand(40 * compare.BATCH, 64, generator=g) * (torch.rand(40 * compare.BATCH, 64, generator=g) < 0.1)
+    acts = codes @ directions  # [n, 16]: sparse combinations of 64 directions
+    runs = compare.tune("standard", 3e-3, acts[:-4096], acts[-4096:], {}, start=0.01)
+    first, last = runs[0][1], runs[-1][1]
+    assert abs(last["L0"] - compare.TARGET_L0) < abs(first["L0"] - compare.TARGET_L0)
+    assert compare.matched(last) or len(runs) == 6
+    assert last["coefficient"] > first["coefficient"]  # the first run was too dense: more L1
+
+
+@pytest.mark.parametrize("model_name", ["course", "course-bpe"])
+def test_every_shipped_sae_reconstructs_held_out_prompts_about_as_well_as_trained_ones(model_name, request):
+    """Fact and IOI sentences in phrasings, frames and names no training document has, against the same kind of
+    sentences in trained phrasings (the same positions: short prompts are harder than the training stream for both)."""
+    from mechlib.sae.for_model import SHIPPED_FOR
+    from mechlib.sae.metrics import fvu_by_text, prompt_tokens
+
+    model = request.getfixturevalue("course_tl" if model_name == "course" else "course_bpe_tl")
+    dirs = [p.parent for p in SHIPPED_FOR[model_name].rglob("cfg.json")
+            if model_name == "course-bpe" or "course-bpe" not in p.parts]
+    assert len(dirs) >= 9
+    by_hook: dict[str, dict] = {}
+    for d in dirs:
+        sae = load_sae(d, model)
+        by_hook.setdefault(sae.cfg.metadata["hook_name"], {})[str(d)] = sae
+    texts = {"trained": prompt_tokens(model, held_out=False), "held out": prompt_tokens(model)}
+    for hook, saes in by_hook.items():
+        for name, f in fvu_by_text(saes, model, hook, texts).items():
+            assert f["held out"] < 1.25 * f["trained"], (name, f)

@@ -85,3 +85,19 @@ def test_generate_is_greedy_and_applies_hooks_at_every_step(course_tl):
     steered = generate(model, "The Eiffel Tower is in", 2, [(HOOK, add_vector(vector, 3.0))])
     assert steered == generate(model, "The Eiffel Tower is in", 2, [(HOOK, add_vector(vector, 3.0))])
     assert not steered.strip().startswith("Paris")
+
+
+def test_actadd_takes_a_prompt_pair_at_every_position_and_adds_it_at_the_front(course_tl):
+    from mechlib.steering import add_at_front, prompt_difference
+
+    model = course_tl
+    d = prompt_difference(model, " Paris", " Rome", HOOK)  # [2, d_model]: BOS and the word
+    assert d.shape == (2, model.cfg.d_model) and d[0].abs().max() == 0  # BOS is the same in both
+    act = torch.randn(3, 5, model.cfg.d_model)
+    out = add_at_front(d, 2.0)(act, None)
+    torch.testing.assert_close(out[:, :2], act[:, :2] + 2.0 * d)
+    assert torch.equal(out[:, 2:], act[:, 2:])  # the rest of the prompt is untouched
+    with pytest.raises(ValueError, match="equal lengths"):
+        prompt_difference(model, "The Eiffel Tower is in", "The Colosseum is in", HOOK)
+    with pytest.raises(ValueError, match="fewer than"):
+        add_at_front(d, 1.0)(torch.randn(1, 1, model.cfg.d_model), None)

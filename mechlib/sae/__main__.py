@@ -3,6 +3,7 @@
     python -m mechlib.sae train --hook blocks.2.hook_resid_post --architecture topk --k 16 --out data/saes/L2-topk
     python -m mechlib.sae evaluate data/saes/L2-topk
     python -m mechlib.sae toy      # TopK at the true k on synthetic data with known features
+    python -m mechlib.sae compare --out data/saes/compare   # lesson 03's architecture comparison
 
 The model is the course model unless --model names another (a local directory, or a hub id when
 online). Metrics are measured on fresh corpus text, with the SAE spliced into the model.
@@ -51,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("paths", nargs="+")
     e.add_argument("--model", default="course")
     e.add_argument("--hook", default=None, help="default: the hook in each SAE's metadata")
+    c = sub.add_parser("compare", help="lesson 03's runs: architectures tuned to one L0 at 8x, and the remedies")
+    c.add_argument("--model", default="course")
+    c.add_argument("--hook", default="blocks.2.hook_resid_post")
+    c.add_argument("--out", required=True, help="directory to write the winners, the remedies and sweep.json")
     y = sub.add_parser("toy", help="recover known features: 512 in 256 dims, ~5 active; prints MMCS")
     y.add_argument("--steps", type=int, default=600)
     y.add_argument("--architecture", default="topk")
@@ -77,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         m = evaluate_sae(sae, model, args.hook, eval_tokens(model))
         print(f"trained in {seconds:.1f} s ({args.steps * args.batch_size / seconds:,.0f} tokens/s); saved to {args.out}")
         print(metrics_table({args.out.rstrip('/').split('/')[-1]: m}))
+        return 0
+    if args.command == "compare":
+        from mechlib.sae.compare import compare
+
+        compare(load_model(args.model), args.model, args.hook, args.out)
         return 0
     if args.command == "toy":
         from mechlib.sae.toy_data import recover_known_features

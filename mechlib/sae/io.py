@@ -17,16 +17,17 @@ from mechlib.sae.base import SAE, SAEConfig
 WEIGHTS, CONFIG = "sae_weights.safetensors", "cfg.json"
 
 
-def save_sae(sae: SAE, path: str | Path) -> Path:
-    """Write sae to the directory `path` (created if needed). Returns the path."""
+def save_sae(sae: SAE, path: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+    """Write sae to the directory `path` (created if needed), its weights in `dtype` (float16 halves the
+    size of files the course ships; load_sae always gives float32). Returns the path."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     cfg = sae.cfg
-    tensors = {name: t.cpu().contiguous() for name, t in sae.inference_weights().items()}
+    tensors = {name: t.cpu().to(dtype).contiguous() for name, t in sae.inference_weights().items()}
     threshold = sae.inference_threshold()
     if threshold is not None:
-        tensors["threshold"] = threshold.detach().cpu().contiguous()
-    saved = {"d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": "float32", "device": "cpu",
+        tensors["threshold"] = threshold.detach().cpu().to(dtype).contiguous()
+    saved = {"d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": str(dtype).removeprefix("torch."), "device": "cpu",
              "apply_b_dec_to_input": sae.apply_b_dec_to_input, "normalize_activations": "none",
              "reshape_activations": "none", "architecture": sae.saved_architecture,
              "metadata": dict(cfg.metadata), "mechlib": cfg.to_dict()}
@@ -73,7 +74,7 @@ def load_sae(path: str | Path, model=None, hook_name: str | None = None,
     sae = ARCHITECTURES[cfg.architecture](cfg)
     if (sae.saved_architecture == "topk" and raw.get("rescale_acts_by_decoder_norm")):
         raise ValueError(f"{path}: rescale_acts_by_decoder_norm=True TopK SAEs are not supported by mechlib")
-    tensors = load_file(str(path / WEIGHTS))
+    tensors = {name: t.float() for name, t in load_file(str(path / WEIGHTS)).items()}
     want = {"W_enc": (cfg.d_in, cfg.d_sae), "W_dec": (cfg.d_sae, cfg.d_in), "b_enc": (cfg.d_sae,), "b_dec": (cfg.d_in,)}
     if sae.saved_architecture == "jumprelu":
         want["threshold"] = (cfg.d_sae,)

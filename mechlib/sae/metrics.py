@@ -16,6 +16,40 @@ def eval_tokens(model, n_batches: int = 8, batch_size: int = 32, seed: int = 123
     return torch.cat([next(source) for _ in range(n_batches)]).to(model.cfg.device)
 
 
+def prompt_tokens(model, held_out: bool = True, n_documents: int = 256, seed: int = 7) -> torch.Tensor:
+    """Fact and IOI sentences, one document per row after BOS, right-padded with the end-of-text token (which
+    real_tokens leaves out, as it does BOS). held_out: in phrasings training never saw (fact sentences in held-out
+    phrasings, IOI sentences in held-out frames and with held-out names, in turn); else the same mix in the
+    phrasings, frames and names training uses: the same kind of text, at the same positions.  # [n_documents, seq]"""
+    from mechlib import corpus
+
+    gen, tok = corpus.CorpusGenerator(seed), model.tokenizer
+    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    pad = tok.eos_token_id if tok.eos_token_id is not None else bos
+    makers = ((lambda: gen.fact(held_out=True), lambda: gen.ioi(held_out_frames=True),
+               lambda: gen.ioi(names=corpus.NAMES_HELD_OUT)) if held_out else
+              (lambda: gen.fact(), lambda: gen.ioi(), lambda: gen.ioi()))
+    rows = [[bos] + tok(makers[i % 3]().text, add_special_tokens=False)["input_ids"] for i in range(n_documents)]
+    width = max(map(len, rows))
+    return torch.tensor([row + [pad] * (width - len(row)) for row in rows], device=model.cfg.device)
+
+
+@torch.no_grad()
+def fvu_by_text(saes: dict[str, SAE], model, hook_name: str, texts: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+    """FVU of each SAE on each named token set [batch, seq], over real tokens only (no BOS, padding or
+    end-of-text): does an SAE reconstruct text it was not trained on as well as its training text?"""
+    out: dict[str, dict[str, float]] = {name: {} for name in saes}
+    for text, tokens in texts.items():
+        xs = []
+        for chunk in tokens.to(model.cfg.device).split(32):
+            _, cache = model.run_with_cache(chunk, names_filter=hook_name, **stop_after(hook_name))
+            xs.append(cache[hook_name][real_tokens(model.tokenizer, chunk)].float())
+        x = torch.cat(xs)  # [n, d_in]
+        for name, sae in saes.items():
+            out[name][text] = float(fvu(x, sae.eval()(x.to(sae.W_dec.device))[0].to(x.device)))
+    return out
+
+
 @torch.no_grad()
 def mean_activation(model, hook_name: str, tokens: torch.Tensor, rows: int = 32) -> torch.Tensor:
     """The mean of hook_name's activations over the real tokens (not BOS or padding) of tokens [batch, seq]: the
