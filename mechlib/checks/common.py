@@ -73,9 +73,10 @@ class Checked:
 
 def skipped(name: str, fallback: Callable) -> Checked:
     """The learner has not written `name` yet: say so, and hand the cells below mechlib's reference."""
-    where = f"{getattr(fallback, '__module__', 'mechlib')}.{getattr(fallback, '__qualname__', '')}".rstrip(".")
+    qualname = getattr(fallback, "__qualname__", "<locals>")
+    where = "" if "<locals>" in qualname else f" ({fallback.__module__}.{qualname})"  # a name worth reading
     print(f"✗ {name}: not implemented yet. Replace the `raise NotImplementedError` with your code; until then "
-          f"the cells below use mechlib's reference ({where}).")
+          f"the cells below use mechlib's reference{where}.")
     return Checked(fallback, passed=False, skipped=True)
 
 
