@@ -99,6 +99,11 @@ def labelled_tokens(tokenizer, n_documents: int = 200, seed: int = 0, max_len: i
     return LabelledTokens(tokens, concept, mask, texts)
 
 
+def concept_onehot(concept: torch.Tensor, n_concepts: int = len(CONCEPTS)) -> torch.Tensor:
+    """concept [token] (index, -1 for none) -> [token, concept] floats, all zero for unlabelled tokens."""
+    return torch.nn.functional.one_hot(concept.clamp(min=0), n_concepts).float() * (concept >= 0)[:, None]
+
+
 def concept_scores(active: torch.Tensor, concept: torch.Tensor,
                    n_concepts: int = len(CONCEPTS)) -> tuple[torch.Tensor, torch.Tensor]:
     """How well each unit's firing detects each concept.
@@ -110,9 +115,9 @@ def concept_scores(active: torch.Tensor, concept: torch.Tensor,
         raise ValueError(f"active has {active.shape[0]} tokens but concept has {concept.shape[0]}: "
                          "select both with the same mask (acts[labelled.mask], labelled.flat_concept)")
     concept = concept.to(active.device)
-    onehot = torch.nn.functional.one_hot(concept.clamp(min=0), n_concepts) * (concept >= 0)[:, None]  # [token, concept]
+    onehot = concept_onehot(concept, n_concepts)  # [token, concept]
     active = active.float()
-    hits = active.T @ onehot.float()  # [unit, concept]: tokens of the concept the unit fires on
+    hits = active.T @ onehot  # [unit, concept]: tokens of the concept the unit fires on
     precision = hits / active.sum(0).clamp(min=1)[:, None]
     recall = hits / onehot.sum(0).clamp(min=1)[None, :]
     return precision, recall
@@ -148,7 +153,7 @@ def controlled_lift(active: torch.Tensor, concept: torch.Tensor, strata: torch.T
     strata [token] (ints) -> [unit, concept]"""
     strata = strata.to(active.device)
     S = torch.nn.functional.one_hot(strata, int(strata.max()) + 1).float()  # [token, stratum]
-    C = torch.nn.functional.one_hot(concept.clamp(min=0), n_concepts).float() * (concept >= 0)[:, None].to(active.device)
+    C = concept_onehot(concept.to(active.device), n_concepts)  # [token, concept]
     rate = (active.float().T @ S) / S.sum(0).clamp(min=1)  # [unit, stratum]: P(fires | stratum)
     where = (S.T @ C) / C.sum(0).clamp(min=1)  # [stratum, concept]: where each concept's tokens sit
     _, recall = concept_scores(active, concept, n_concepts)
@@ -159,9 +164,7 @@ def firing_share(active: torch.Tensor, concept: torch.Tensor, chosen: torch.Tens
                  n_concepts: int = len(CONCEPTS)) -> torch.Tensor:
     """The precision of a unit for a set of concepts: the share of its firing that is on tokens of the concepts
     chosen for it. active [token, unit] bool, concept [token], chosen [unit, concept] bool -> [unit]"""
-    concept = concept.to(active.device)
-    C = torch.nn.functional.one_hot(concept.clamp(min=0), n_concepts).float() * (concept >= 0)[:, None]
-    hits = active.float().T @ C  # [unit, concept]
+    hits = active.float().T @ concept_onehot(concept.to(active.device), n_concepts)  # [unit, concept]
     return (hits * chosen.to(active.device)).sum(1) / active.float().sum(0).clamp(min=1)
 
 

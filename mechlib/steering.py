@@ -8,8 +8,9 @@
 ActAdd as Turner et al. (2023) define it takes a prompt pair's activations at *every* position and adds
 them at the *front* of the steered prompt (`prompt_difference`, `add_at_front`); one difference vector added
 everywhere, from one pair or the means of many prompts (`steering_vector`, `add_vector`), is contrastive or
-mean-difference steering (Rimsky et al. 2024; Marks & Tegmark 2023). `steering_sweep` measures the effect on a target token and the cost (loss on unrelated text) over
-a range of coefficients, the two numbers every steering claim needs.
+mean-difference steering (Rimsky et al. 2024; Marks & Tegmark 2023). `steering_sweep` measures the effect on a
+target token and the cost (loss on unrelated text) over a range of coefficients, the two numbers every steering
+claim needs.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
+
 def first_mismatch(got: Any, want: Any, atol: float = 1e-4, rtol: float = 1e-4, where: str = "result") -> str:
     """"" if got matches want (tensors to atol/rtol, containers element by element), else what differs."""
     if isinstance(want, torch.Tensor):

@@ -66,6 +66,18 @@ def held_out_stats(sae: SAE, held_out: torch.Tensor) -> dict[str, float]:
     return {"L0": l0(z).item(), "FVU": fvu(held_out, x_hat).item(), "dead": ((z > 0).sum(0) == 0).float().mean().item()}
 
 
+def train_remedy(name: str, train: torch.Tensor, metadata: dict, progress: bool = True) -> Trainer:
+    """Lesson 03's remedy SAE `name` (a key of REMEDIES): 16x, trained by train_on from seed 0."""
+    from mechlib.sae import make_sae
+
+    settings = dict(REMEDIES[name])
+    lr, remedy = settings.pop("lr"), settings.pop("remedy")
+    torch.manual_seed(0)
+    sae = make_sae(SAEConfig(d_in=train.shape[1], d_sae=16 * train.shape[1], metadata=dict(metadata, remedy=remedy),
+                             **settings))
+    return train_on(sae, train, lr, remedy=remedy, progress=progress)
+
+
 def _run(arch: str, coefficient: float | None, lr: float, seed: int, train, held_out, meta) -> tuple[SAE, dict]:
     from mechlib.sae import make_sae
 
@@ -101,7 +113,6 @@ def tune(arch: str, lr: float, train, held_out, meta, start: float, max_runs: in
 def compare(model, model_name: str, hook: str, out: str | Path, seeds: int = 3) -> dict:
     """Tune every architecture of COMPARED to L0 = TARGET_L0 at 8x on the lesson's activations, retrain each
     winner with `seeds` seeds, train the lesson's remedy SAEs, and save all of it under `out`."""
-    from mechlib.sae import make_sae
     from mechlib.sae.io import save_sae
 
     out = Path(out)
@@ -123,10 +134,10 @@ def compare(model, model_name: str, hook: str, out: str | Path, seeds: int = 3) 
             raise RuntimeError(f"{arch}: no run reached L0 {TARGET_L0} +- {L0_TOLERANCE:.0%}; see the rows: {rows}")
         sae, row = best
         row["winner"] = True
-        repeats = [row] + [_run(arch, row["coefficient"], row["lr"], s, train, held_out, meta)[1] for s in range(1, seeds)]
-        for r in repeats[1:]:
-            r["repeat of winner"] = True
-        rows += repeats[1:]
+        again = [_run(arch, row["coefficient"], row["lr"], s, train, held_out, meta)[1] | {"repeat of winner": True}
+                 for s in range(1, seeds)]
+        rows += again
+        repeats = [row] + again
         winners[arch] = {"lr": row["lr"], "coefficient": row["coefficient"],
                          "FVU": [r["FVU"] for r in repeats], "L0": [r["L0"] for r in repeats],
                          "dead": [r["dead"] for r in repeats]}
@@ -134,15 +145,10 @@ def compare(model, model_name: str, hook: str, out: str | Path, seeds: int = 3) 
         save_sae(sae, out / f"L{hook.split('.')[1]}-{arch}-8x", dtype=torch.float16)
         print(f"{arch}: lr {row['lr']}, coefficient {row['coefficient']}, FVU {winners[arch]['FVU']}, "
               f"L0 {winners[arch]['L0']}")
-    for name, settings in REMEDIES.items():
-        settings = dict(settings)
-        lr, remedy = settings.pop("lr"), settings.pop("remedy")
-        torch.manual_seed(0)
-        sae = make_sae(SAEConfig(d_in=train.shape[1], d_sae=16 * train.shape[1], metadata=dict(meta, remedy=remedy),
-                                 **settings))
-        trainer = train_on(sae, train, lr, remedy=remedy)
-        sae.fold_input_scale(scale)
-        path = save_sae(sae, out / "remedies" / REMEDY_DIRS[name], dtype=torch.float16)
+    for name in REMEDIES:
+        trainer = train_remedy(name, train, meta)
+        trainer.sae.fold_input_scale(scale)
+        path = save_sae(trainer.sae, out / "remedies" / REMEDY_DIRS[name], dtype=torch.float16)
         (path / "history.json").write_text(json.dumps(trainer.history) + "\n")
     mlp_out_sae(model, model_name, hook, winners["topk"]["lr"], out)
     summary = {"model": model_name, "hook": hook, "width": 8 * train.shape[1], "training_tokens": len(train),

@@ -35,16 +35,23 @@ def prompt_tokens(model, held_out: bool = True, n_documents: int = 256, seed: in
 
 
 @torch.no_grad()
+def real_activations(model, hook_name: str, tokens: torch.Tensor, rows: int = 32) -> torch.Tensor:
+    """hook_name's activations at the real tokens (not BOS, padding or end-of-text) of tokens [batch, seq], a few
+    rows at a time, stopping after the hook's block.  # [n, d_in]"""
+    xs = []
+    for chunk in tokens.to(model.cfg.device).split(rows):
+        _, cache = model.run_with_cache(chunk, names_filter=hook_name, **stop_after(hook_name))
+        xs.append(cache[hook_name][real_tokens(model.tokenizer, chunk)].float())
+    return torch.cat(xs)
+
+
+@torch.no_grad()
 def fvu_by_text(saes: dict[str, SAE], model, hook_name: str, texts: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
     """FVU of each SAE on each named token set [batch, seq], over real tokens only (no BOS, padding or
     end-of-text): does an SAE reconstruct text it was not trained on as well as its training text?"""
     out: dict[str, dict[str, float]] = {name: {} for name in saes}
     for text, tokens in texts.items():
-        xs = []
-        for chunk in tokens.to(model.cfg.device).split(32):
-            _, cache = model.run_with_cache(chunk, names_filter=hook_name, **stop_after(hook_name))
-            xs.append(cache[hook_name][real_tokens(model.tokenizer, chunk)].float())
-        x = torch.cat(xs)  # [n, d_in]
+        x = real_activations(model, hook_name, tokens)  # [n, d_in]
         for name, sae in saes.items():
             out[name][text] = float(fvu(x, sae.eval()(x.to(sae.W_dec.device))[0].to(x.device)))
     return out
@@ -54,12 +61,7 @@ def fvu_by_text(saes: dict[str, SAE], model, hook_name: str, texts: dict[str, to
 def mean_activation(model, hook_name: str, tokens: torch.Tensor, rows: int = 32) -> torch.Tensor:
     """The mean of hook_name's activations over the real tokens (not BOS or padding) of tokens [batch, seq]: the
     replacement of mean ablation.  # [d_in]"""
-    total, n = 0.0, 0
-    for chunk in tokens.to(model.cfg.device).split(rows):
-        _, cache = model.run_with_cache(chunk, names_filter=hook_name, **stop_after(hook_name))
-        acts = cache[hook_name][real_tokens(model.tokenizer, chunk)].float()  # [n, d_in]
-        total, n = total + acts.sum(0), n + len(acts)
-    return total / n
+    return real_activations(model, hook_name, tokens, rows).mean(0)
 
 
 LOGITS_PER_CHUNK = 2 ** 26  # floats of logits held at once (256 MB): GPT-2's 50,257-token vocabulary needs chunks
@@ -131,9 +133,8 @@ def evaluate_saes(saes: dict[str, SAE], model, hook_name: str, tokens: torch.Ten
             lp_sae = log_probs(splice(x_hats[name][-1]))
             ce[name] += ce_sum(lp_sae)
             kl[name] += float((neg_entropy - torch.linalg.vecdot(p_clean, lp_sae))[counted].sum())
-    for chunk in tokens[n_ce:].split(32):  # the other rows: reconstruction and sparsity only
-        _, cache = model.run_with_cache(chunk, names_filter=hook_name, **stop_after(hook_name))
-        reconstruct(cache[hook_name][real_tokens(model.tokenizer, chunk)].float())
+    if n_ce < len(tokens):  # the other rows: reconstruction and sparsity only
+        reconstruct(real_activations(model, hook_name, tokens[n_ce:]))
     ce_clean, ce_zero, ce_mean, x = ce["clean"] / n_counted, ce["zero"] / n_counted, ce["mean"] / n_counted, torch.cat(xs)
     results = {}
     for name in saes:
