@@ -372,9 +372,44 @@ def test_store_errors_say_what_to_do(course_tl):
         ActivationStore(course_tl, HOOK, batch_size=4096, buffer_size=4096)
 
 
-def test_training_from_the_store_resumes_exactly(course_tl, tmp_path):
-    def store():
-        return ActivationStore(course_tl, HOOK, batch_size=128, buffer_size=1024, seed=5)
+def test_pretokenized_rows_are_the_live_stream_through_and_past_the_cache(course_tl, tmp_path, monkeypatch):
+    from mechlib.sae.tokens import pretokenized
+
+    monkeypatch.setenv("MECHLIB_CACHE", str(tmp_path))
+    rows = pretokenized(course_tl, 2000, batch_size=7, seed=4, progress=False)  # 16 rows of 128: 2 batches, then live
+    live = corpus_token_batches(course_tl, 7, seed=4)
+    assert len(rows.rows) == 16
+    assert all(torch.equal(next(rows), next(live)) for _ in range(6))
+    (cache,) = (tmp_path / "tokens").glob("*.safetensors")
+    made = cache.stat().st_mtime_ns
+    again = pretokenized(course_tl, 1000, batch_size=7, seed=4, progress=False)  # fewer: served from the cache
+    assert cache.stat().st_mtime_ns == made and len(again.rows) == 16
+    longer = pretokenized(course_tl, 4000, batch_size=5, seed=4, progress=False)  # more: the cache is extended
+    live = corpus_token_batches(course_tl, 5, seed=4)
+    assert len(longer.rows) == 32 and all(torch.equal(next(longer), next(live)) for _ in range(9))
+
+
+def test_a_cache_made_by_another_stream_is_rebuilt_not_served(course_tl, tmp_path, monkeypatch):
+    from mechlib.sae.tokens import pretokenized
+
+    monkeypatch.setenv("MECHLIB_CACHE", str(tmp_path))
+    pretokenized(course_tl, 1000, seed=1, progress=False)
+    (seed1,) = (tmp_path / "tokens").glob("*.safetensors")
+    seed2 = seed1.with_name(seed1.name.replace("seed1", "seed2"))
+    seed2.write_bytes(seed1.read_bytes())  # as if the corpus had changed since the cache was made
+    rows = pretokenized(course_tl, 1000, batch_size=4, seed=2, progress=False)
+    assert torch.equal(next(rows), next(corpus_token_batches(course_tl, 4, seed=2)))
+    seed2.write_bytes(b"not a safetensors file")  # an interrupted or damaged cache
+    rows = pretokenized(course_tl, 1000, batch_size=4, seed=2, progress=False)
+    assert torch.equal(next(rows), next(corpus_token_batches(course_tl, 4, seed=2)))
+
+
+@pytest.mark.parametrize("n_tokens", [None, 3000], ids=["live", "pretokenized"])
+def test_training_from_the_store_resumes_exactly(course_tl, tmp_path, monkeypatch, n_tokens):
+    monkeypatch.setenv("MECHLIB_CACHE", str(tmp_path))
+
+    def store():  # pretokenized: the cache runs out during the first half, the rest is live
+        return ActivationStore(course_tl, HOOK, batch_size=128, buffer_size=1024, seed=5, n_tokens=n_tokens)
 
     cfg = TrainConfig(steps=24, lr=1e-3)
     straight = Trainer(_sae("topk", d_in=128, d_sae=256, k=8), store(), cfg)

@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     from mechlib.sae import ActivationStore, SAEConfig, Trainer, TrainConfig, make_sae
     from mechlib.sae.io import load_sae, save_sae
     from mechlib.sae.metrics import eval_tokens, evaluate_sae, evaluate_saes, metrics_table
+    from mechlib.sae.store import tokens_for
 
     p = argparse.ArgumentParser(prog="python -m mechlib.sae", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(args.seed)
         model = load_model(args.model, device=args.device)
         store = ActivationStore(model, args.hook, batch_size=args.batch_size, normalize=args.normalize,
-                                seed=args.seed)
+                                seed=args.seed, n_tokens=tokens_for(args.steps, args.batch_size))
         cfg = SAEConfig(d_in=store.d_in, d_sae=args.expansion * store.d_in, architecture=args.architecture,
                         k=args.k, l1_coefficient=args.l1, l0_coefficient=args.l0, threshold_init=args.threshold_init,
                         seed=args.seed,

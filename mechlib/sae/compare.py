@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mechlib.sae.base import SAE, SAEConfig, fvu, l0
-from mechlib.sae.store import ActivationStore, InMemoryActivations
+from mechlib.sae.store import ActivationStore, InMemoryActivations, tokens_for
 from mechlib.sae.training import Trainer, TrainConfig
 
 BATCH, STEPS, HELD_OUT_BATCHES = 1024, 300, 32  # lesson 03: 300 steps of 1024 activations, 32k held out
@@ -42,7 +42,8 @@ REMEDY_DIRS = {"+ resampling": "resampling", "+ ghost grads": "ghost-grads", "To
 def lesson_activations(model, hook: str, steps: int = STEPS, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, float]:
     """(train [steps * BATCH, d_in], held_out [HELD_OUT_BATCHES * BATCH, d_in], scale): one ActivationStore's
     batches, normalised to mean norm sqrt(d_in), in the order training sees them. BOS is left out."""
-    store = ActivationStore(model, hook, batch_size=BATCH, buffer_size=65536, normalize=True, seed=seed)
+    store = ActivationStore(model, hook, batch_size=BATCH, buffer_size=65536, normalize=True, seed=seed,
+                            n_tokens=tokens_for(steps + HELD_OUT_BATCHES, BATCH))
     batches = [store.next_batch() for _ in tqdm(range(steps + HELD_OUT_BATCHES), desc="activations")]
     return torch.cat(batches[:steps]), torch.cat(batches[steps:]), store.scale
 

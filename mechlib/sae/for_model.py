@@ -42,6 +42,7 @@ def sae_for(model, model_name: str, hook: str, progress: bool = True) -> SAE:
     """
     from mechlib.sae import ActivationStore, SAEConfig, Trainer, TrainConfig, make_sae
     from mechlib.sae.io import load_sae, save_sae
+    from mechlib.sae.store import tokens_for
 
     path = sae_path(model_name, hook)
     if path.exists():
@@ -56,7 +57,8 @@ def sae_for(model, model_name: str, hook: str, progress: bool = True) -> SAE:
     r = RECIPE
     print(f"no SAE for {model_name} at {hook} yet: training one ({r['steps']} steps of {r['batch_size']} tokens, "
           f"the shipped recipe); it is cached in {path}")
-    store = ActivationStore(model, hook, batch_size=r["batch_size"], normalize=True, seed=r["seed"])
+    store = ActivationStore(model, hook, batch_size=r["batch_size"], normalize=True, seed=r["seed"],
+                            n_tokens=tokens_for(r["steps"], r["batch_size"]))  # tokenized once, cached
     cfg = SAEConfig(d_in=store.d_in, d_sae=r["expansion"] * store.d_in, architecture=r["architecture"], k=r["k"],
                     seed=r["seed"], metadata={"model_name": model_name, "hook_name": hook})
     sae = make_sae(cfg).to(store.device)

@@ -17,6 +17,7 @@ import torch
 
 from mechlib import corpus
 from mechlib.loading import is_nnsight, module_at
+from mechlib.sae.tokens import pretokenized
 
 
 class InMemoryActivations:
@@ -69,6 +70,12 @@ def corpus_token_batches(model, batch_size: int = 32, seed: int = 0, n_ctx: int 
                                      batch_size, min(n_ctx, context))
 
 
+def tokens_for(n_batches: int, batch_size: int, buffer_size: int = 65536) -> int:
+    """About how many corpus tokens a store reads to serve n_batches batches (the buffer's first fill, and
+    a margin for the BOS positions it skips): what to pre-tokenize for a run."""
+    return int(1.1 * (n_batches * batch_size + buffer_size))
+
+
 def stop_after(hook_name: str) -> dict:
     """TransformerLens run kwargs that stop after the block of hook_name ("blocks.N...."): the layers above it,
     and the unembedding (a 50,257-token vocabulary's logits cost more than the whole small model), are skipped."""
@@ -92,11 +99,14 @@ class ActivationStore:
     [batch, seq]; the default is the course corpus's training mixture, tokenized by the model's
     tokenizer. normalize: scale activations so that their mean norm is sqrt(d_in) (sae-lens's
     "expected_average_only_in"); the factor is `self.scale`, measured once on the first buffer.
+    n_tokens: about how many corpus tokens the run will read; given, the default corpus stream is
+    tokenized once and cached on disk (`tokens.pretokenized`: the same batches, without the Python work
+    that bounds a GPU).
     """
 
     def __init__(self, model, hook: str, batch_size: int = 4096, buffer_size: int = 65536,
                  tokens: Iterator[torch.Tensor] | None = None, token_batch_size: int = 32, seed: int = 0,
-                 normalize: bool = False, device: str | torch.device | None = None):
+                 normalize: bool = False, device: str | torch.device | None = None, n_tokens: int | None = None):
         self.model, self.hook, self.batch_size = model, hook, batch_size
         self.backend = "nnsight" if is_nnsight(model) else "transformer_lens"
         self.device = device or (model.cfg.device if self.backend == "transformer_lens" else model.device)
@@ -105,7 +115,10 @@ class ActivationStore:
         if self.backend == "transformer_lens":
             hook_width(model, hook)  # a clear error for a hook the model doesn't have
         self.buffer_size = buffer_size
-        self.tokens = tokens if tokens is not None else corpus_token_batches(model, token_batch_size, seed)
+        if tokens is None:
+            tokens = (pretokenized(model, n_tokens, token_batch_size, seed) if n_tokens
+                      else corpus_token_batches(model, token_batch_size, seed))
+        self.tokens = tokens
         self.generator = torch.Generator().manual_seed(seed)
         self.buffer: torch.Tensor | None = None  # [n, d_in], on self.device
         self.scale = 1.0
