@@ -127,3 +127,27 @@ def test_antipodal_pairs_are_sticky():
     W = m.W.detach()
     assert ((dimensions_per_feature(W) - 0.5).abs() < 0.08).all()
     assert (((feature_dimensionality(W) - 0.5).abs() < 0.015).sum(-1) >= 14).all()
+
+
+# ---------------------------------------------------------------- lesson 02's shipped sweeps
+@pytest.mark.parametrize("name", ["phase", "dimensionality"])
+def test_the_shipped_sweeps_are_what_training_gives(name):
+    """Lesson 02 loads these instead of training them (80 s): training here must give the same models."""
+    from mechlib.toy_sweeps import toy_sweep, train_sweep
+
+    shipped, trained = toy_sweep(name).W.detach(), train_sweep(name, progress=False).W.detach()
+    if name == "phase":  # what the lesson reads: the phase of every configuration
+        assert torch.equal(extra_feature_phase(shipped), extra_feature_phase(trained))
+    else:  # and the geometry: each feature's dimensionality and the model's dimensions per feature
+        assert torch.allclose(feature_dimensionality(shipped), feature_dimensionality(trained), atol=0.02)
+        assert torch.allclose(dimensions_per_feature(shipped), dimensions_per_feature(trained), atol=0.01)
+    assert torch.allclose(shipped, trained, atol=1e-3)  # the same weights, up to float rounding on other CPUs
+
+
+def test_a_missing_sweep_says_how_to_get_it(tmp_path):
+    from mechlib.toy_sweeps import toy_sweep
+
+    with pytest.raises(FileNotFoundError, match="make toy-models.*TRAIN_HERE"):
+        toy_sweep("phase", directory=tmp_path)
+    with pytest.raises(ValueError, match="unknown sweep 'phases'"):
+        toy_sweep("phases")
