@@ -21,7 +21,7 @@ from mechlib import corpus
 from mechlib.attention import induction_scores, previous_token_scores
 from mechlib.course_tokenizers import corpus_token_ids, encode, word_token_ids
 from mechlib.loading import load_model
-from mechlib.prompts import copy_losses, repeated_tokens
+from mechlib.prompts import copy_losses, last_logits, repeated_tokens
 
 # metric -> (bound, "min" or "max"). Trained phrasings and frames as in issue 2; held-out ones as in issue 13.
 # IOI with held-out names is reported without a target.
@@ -35,22 +35,6 @@ TARGETS: dict[str, tuple[float, str]] = {
 SEED = 12345  # prompts are drawn with a seed that training (seed 0) never used
 N_IOI = 400
 N_CONTEXT = 200
-
-
-def last_logits(model, prompts: list[str], chunk: int = 64) -> torch.Tensor:
-    """Logits at the last token of each prompt, BOS prepended, as a lesson would run it.  # [n, d_vocab]
-
-    Prompts run `chunk` at a time: all positions' logits over GPT-2's vocabulary are 4 GB for 1000 prompts."""
-    if len(prompts) > chunk:
-        return torch.cat([last_logits(model, prompts[i:i + chunk], chunk) for i in range(0, len(prompts), chunk)])
-    tok = model.tokenizer
-    ids = [[tok.bos_token_id] + encode(tok, p) for p in prompts]
-    n = max(map(len, ids))
-    tokens = torch.tensor([x + [tok.pad_token_id] * (n - len(x)) for x in ids], device=model.cfg.device)
-    with torch.no_grad():
-        logits = model(tokens)  # [n, pos, d_vocab]
-    last = torch.tensor([len(x) - 1 for x in ids], device=logits.device)
-    return logits[torch.arange(len(ids), device=logits.device), last]
 
 
 def first_token(model, word: str) -> int:

@@ -58,6 +58,28 @@ def to_tokens(model, prompts: str | Sequence[str] | torch.Tensor) -> torch.Tenso
     return torch.stack(rows).to(device)
 
 
+def last_logits(model, prompts: Sequence[str], fwd_hooks: Sequence = (), chunk: int = 64) -> torch.Tensor:
+    """The logits at the last position of each prompt (BOS first), in order, optionally with TransformerLens hooks.
+
+    Prompts of equal token length run together, `chunk` at a time: no padding, so each row is what its prompt gives
+    alone, even under hooks that act at a position, in a few forward passes instead of one per prompt (all positions'
+    logits over GPT-2's vocabulary would be 4 GB for 1000 prompts at once).  # [n_prompts, d_vocab]"""
+    rows = [encode(model, p)[0] for p in prompts]
+    by_length: dict[int, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_length.setdefault(len(row), []).append(i)
+    out: list[torch.Tensor | None] = [None] * len(rows)
+    with torch.no_grad():
+        for same in by_length.values():
+            for start in range(0, len(same), chunk):
+                idx = same[start:start + chunk]
+                tokens = torch.stack([rows[i] for i in idx]).to(model_device(model))  # [group, pos]
+                logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks))[:, -1]  # [group, d_vocab]
+                for i, row in zip(idx, logits):
+                    out[i] = row
+    return torch.stack(out)
+
+
 def repeated_tokens(model, batch: int = 50, seq_len: int = 20, seed: int = 0,
                     pool: Sequence[int] | None = None) -> torch.Tensor:
     """Tokens [batch, 1 + 2 * seq_len] on the model's device: BOS, a span of random tokens, the same span again.

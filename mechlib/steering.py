@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from mechlib.prompts import to_tokens
+from mechlib.prompts import last_logits, to_tokens
 
 Hook = Callable[[torch.Tensor, object], torch.Tensor]
 
@@ -118,13 +118,8 @@ def generate(model, prompt: str, n: int = 5, fwd_hooks: Sequence[tuple[str, Hook
 
 
 def target_probability(model, prompts: Sequence[str], target: int, fwd_hooks: Sequence[tuple[str, Hook]] = ()) -> float:
-    """Mean probability of token `target` at the last position of each prompt."""
-    probs = []
-    with torch.no_grad():
-        for prompt in prompts:
-            logits = model.run_with_hooks(to_tokens(model, prompt), fwd_hooks=list(fwd_hooks))
-            probs.append(logits[0, -1].softmax(-1)[target])
-    return torch.stack(probs).mean().item()
+    """Mean probability of token `target` at the last position of each prompt (batched by token length)."""
+    return last_logits(model, prompts, fwd_hooks).softmax(-1)[:, target].mean().item()
 
 
 def text_loss(model, tokens: torch.Tensor, fwd_hooks: Sequence[tuple[str, Hook]] = ()) -> float:

@@ -146,11 +146,13 @@ def test_shipped_configs_are_the_ones_trained(name):
     assert info["config"] == expected
 
 
-def test_last_logits_are_the_same_run_a_few_prompts_at_a_time(course_tl):
-    from mechlib.course_eval import last_logits
+def test_last_logits_are_each_prompts_own_run_a_few_prompts_at_a_time(course_tl):
+    from mechlib.prompts import last_logits
 
     prompts = ["The Eiffel Tower is in", "When Mary and John went to the store, John gave a drink to",
                "The Colosseum is in", "Big Ben can be found in", "Mary plays the"]
     whole, chunked = last_logits(course_tl, prompts), last_logits(course_tl, prompts, chunk=2)
     assert whole.shape == (5, course_tl.cfg.d_vocab) and torch.allclose(whole, chunked, atol=1e-4)
+    alone = torch.stack([course_tl(p)[0, -1] for p in prompts])
+    assert torch.allclose(whole, alone, atol=1e-4)
     assert whole[0].argmax() == course_tl.to_single_token(" Paris")

@@ -32,6 +32,17 @@ def test_add_vector_touches_only_the_given_positions():
     torch.testing.assert_close(add_vector(vector, 0.0)(act, None), act)
 
 
+def test_target_probability_batches_prompts_without_changing_any_prompt_result(course_bpe_tl):
+    model = course_bpe_tl  # multi-token landmarks: the prompts have different token lengths
+    prompts = ["The Eiffel Tower is in", "The Colosseum is in", "The Brandenburg Gate is in", "The Louvre is in"]
+    assert len({to_tokens(model, p).shape[1] for p in prompts}) > 1
+    paris = to_tokens(model, " Paris")[0, -1].item()
+    hooks = [(HOOK, add_vector(torch.ones(model.cfg.d_model), 1.0, positions=[1]))]  # a position-dependent hook
+    with torch.no_grad():
+        alone = [model.run_with_hooks(to_tokens(model, p), fwd_hooks=hooks)[0, -1].softmax(-1)[paris] for p in prompts]
+    assert target_probability(model, prompts, paris, hooks) == pytest.approx(torch.stack(alone).mean().item(), rel=1e-5)
+
+
 def _trained_sae(arch: str) -> SAE:
     """A small SAE of `arch` trained for a few steps on sparse data, so its weights are not the initial ones."""
     g = torch.Generator().manual_seed(3)
