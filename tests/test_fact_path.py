@@ -1,0 +1,86 @@
+"""The fact's path through each course model, as lessons 01, 04, 05 and 06 tell it, checked in one place.
+
+"The Eiffel Tower is in" -> " Paris", against a landmark of the same token length in another city
+(prompts.fact_pair), scored by the normalised logit difference (1 = clean, 0 = corrupted). Denoising (clean
+activations patched into the corrupted run) says what is *sufficient*, noising (the other way) what is
+*necessary* (lesson 04; lesson 05 repeats the residual map in nnsight and tests its agreement). Direct logit
+attribution (lesson 01) names what *writes* the answer, not where the fact comes from; ablation (lesson 06)
+removes a carrier. The two models take different paths, and each lesson asserts a path only for its model.
+"""
+
+import pytest
+import torch
+
+from mechlib.components import run_cache
+from mechlib.patching import logit_diff, normalized, patch
+from mechlib.prompts import answer_ids, fact_pair, to_tokens
+from mechlib.residual import direct_logit_attribution, residual_components
+
+
+class Fact:
+    """The pair, its metric and the patching maps lessons 04 and 05 draw."""
+
+    def __init__(self, model):
+        self.model, pair = model, fact_pair(model)
+        self.clean, self.corrupted = to_tokens(model, pair.clean), to_tokens(model, pair.corrupted)
+        self.subject = int(pair.positions["landmark"][0])
+        answers, wrongs = answer_ids(model, pair.answers), answer_ids(model, pair.wrongs)
+        self.clean_logits, self.cache = run_cache(model, self.clean)
+        self.metric = normalized(logit_diff(answers, wrongs), self.clean_logits, run_cache(model, self.corrupted)[0])
+        self.direction = model.W_U[:, answers[0]] - model.W_U[:, wrongs[0]]  # [d_model]
+
+    def patch(self, component: str, direction: str = "denoise") -> torch.Tensor:
+        return patch(self.model, self.clean, self.corrupted, self.metric, component, direction)
+
+    def heads_at_end(self, direction: str = "denoise") -> dict[tuple[int, int], float]:
+        by_pos = self.patch("head_out_by_pos", direction)[:, -1]  # [layer, head]
+        return {(layer, head): v for (layer, head), v in zip(torch.cartesian_prod(
+            torch.arange(by_pos.shape[0]), torch.arange(by_pos.shape[1])).tolist(), by_pos.flatten().tolist())}
+
+    def top_writer(self) -> str:
+        """Lesson 01: the component whose direct logit attribution to the answer is largest."""
+        components, labels = residual_components(self.model, self.cache)
+        return labels[int(direct_logit_attribution(self.cache, components, self.direction)[:, 0].argmax())]
+
+
+@pytest.fixture(scope="module")
+def course(course_tl):
+    return Fact(course_tl)
+
+
+@pytest.fixture(scope="module")
+def course_bpe(course_bpe_tl):
+    return Fact(course_bpe_tl)
+
+
+def test_course_the_fact_waits_at_the_subject_then_heads_carry_it_to_the_end(course):
+    resid = course.patch("resid_pre")  # [layer, pos]
+    assert (resid[:3, course.subject] > 0.8).all()  # lesson 04: the subject holds it through layer 2...
+    assert resid[3, -1] > 0.8  # ...and the last position by layer 3
+    assert course.patch("resid_pre", "noise")[0, course.subject] < 0.3  # the landmark's word is necessary
+    movers = {head for head, v in course.heads_at_end().items() if v > 0.3}
+    assert movers == {(0, 2), (2, 0), (3, 1)}  # lesson 04's heads at the last position (L2H0: lesson 06's mover)
+    pattern = lambda l, h: course.cache[f"blocks.{l}.attn.hook_pattern"][0, h, -1, course.subject].item()  # noqa: E731
+    assert pattern(2, 0) > 0.5 and pattern(3, 1) > 0.5  # they read the subject from the last position
+    noised = course.heads_at_end("noise")
+    assert min(noised[h] for h in movers) > 0.75  # redundant: no single mover is necessary
+
+
+def test_course_the_last_mlp_writes_the_answer_from_what_the_heads_brought(course):
+    assert course.top_writer() == "L3 MLP"  # lesson 01's direct logit attribution
+    mlp_end = course.patch("mlp_out")[:, -1], course.patch("mlp_out", "noise")[:, -1]  # [layer] each
+    assert mlp_end[0][3] > 0.8 and mlp_end[1][3] < 0.4  # sufficient and necessary at the last position
+    # but it only writes: its input at the last position must carry the subject's information
+    assert course.patch("resid_mid", "noise")[3, -1] < 0.4
+
+
+def test_course_bpe_the_first_layer_moves_the_fact_and_looks_it_up_at_the_end(course_bpe):
+    resid = course_bpe.patch("resid_pre")  # [layer, pos]
+    assert (resid[1:, -1] > 0.95).all()  # after layer 0 the last position holds it all
+    assert (course_bpe.patch("resid_pre", "noise")[1:, course_bpe.subject] > 0.9).all()  # the subject is not needed
+    movers = {head for head, v in course_bpe.heads_at_end().items() if v > 0.25}
+    assert movers and all(layer == 0 for layer, _ in movers)  # layer-0 heads move it
+    mlp_end = course_bpe.patch("mlp_out")[:, -1], course_bpe.patch("mlp_out", "noise")[:, -1]
+    assert mlp_end[0][0] > 0.9 and mlp_end[1][0] < 0.2  # the layer-0 MLP at the end: sufficient and necessary
+    last = course_bpe.model.cfg.n_layers - 1  # yet direct logit attribution names the last MLP, as on the course
+    assert course_bpe.top_writer() == f"L{last} MLP"  # model: what writes the answer is not where it was looked up
