@@ -116,6 +116,11 @@ def _tokenizer(path: str, name: str):
         raise ModelLoadError(f"Can't load the tokenizer of {name!r} from {path}: {e}") from e
 
 
+def load_tokenizer(name: str = "course"):
+    """The tokenizer of `name`, resolved as load_model resolves it (for a plain transformers model, which has none)."""
+    return _tokenizer(resolve(name), name)
+
+
 def load_model(name: str = "course", backend: Backend = "transformer_lens", device: str | None = None,
                compatibility_mode: bool = False, dtype: torch.dtype = torch.float32) -> Any:
     """Load `name` ("course", "course-bpe", a hub id like "gpt2", or a local HF directory) for one backend.
