@@ -42,11 +42,8 @@ def main() -> None:
         def step():
             trainer.step()
 
-        def reconstruct(x):
-            return sae(x)[0]
-
-        def encode(x):
-            return sae.encode(x)
+        def reconstruct(x):  # -> (x_hat, latents)
+            return sae(x)
     else:
         from sae_lens import StandardTrainingSAE, StandardTrainingSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig
         from sae_lens.config import SAETrainerConfig
@@ -68,11 +65,9 @@ def main() -> None:
             trainer.step(next(batches))
             trainer.n_training_steps += 1
 
-        def encode(x):
-            return sae.encode(x)
-
-        def reconstruct(x):
-            return sae.decode(sae.encode(x))
+        def reconstruct(x):  # -> (x_hat, latents)
+            z = sae.encode(x)
+            return sae.decode(z), z
 
     curve, seconds = [], 0.0
     for i in range(1, steps + 1):
@@ -82,7 +77,7 @@ def main() -> None:
         if i % every == 0 or i == steps:
             sae.eval()
             with torch.no_grad():
-                x_hat, z = reconstruct(held_out), encode(held_out)
+                x_hat, z = reconstruct(held_out)
             sae.train()
             fvu = float((held_out - x_hat).pow(2).sum() / (held_out - held_out.mean(0)).pow(2).sum())
             curve.append({"step": i, "seconds": seconds, "fvu": fvu, "l0": float((z > 0).float().sum(-1).mean())})

@@ -38,9 +38,6 @@ class TimedTokens:
         self.seconds += time.perf_counter() - start
         return batch
 
-    def state_dict(self):
-        return self.tokens.state_dict()
-
 
 def train(model, hook: str, steps: int, pretokenize: bool) -> dict:
     from mechlib.sae import ActivationStore, SAEConfig, Trainer, TrainConfig, fvu, make_sae

@@ -33,9 +33,8 @@ class Fact:
         return patch(self.model, self.clean, self.corrupted, self.metric, component, direction)
 
     def heads_at_end(self, direction: str = "denoise") -> dict[tuple[int, int], float]:
-        by_pos = self.patch("head_out_by_pos", direction)[:, -1]  # [layer, head]
-        return {(layer, head): v for (layer, head), v in zip(torch.cartesian_prod(
-            torch.arange(by_pos.shape[0]), torch.arange(by_pos.shape[1])).tolist(), by_pos.flatten().tolist())}
+        by_pos = self.patch("head_out_by_pos", direction)[:, -1].tolist()  # [layer][head]
+        return {(layer, head): v for layer, row in enumerate(by_pos) for head, v in enumerate(row)}
 
     def top_writer(self) -> str:
         """Lesson 01: the component whose direct logit attribution to the answer is largest."""

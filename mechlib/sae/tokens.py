@@ -87,12 +87,12 @@ def pretokenized(model, n_tokens: int, batch_size: int = 32, seed: int = 0, n_ct
     n_rows = -(-n_tokens // n_ctx)
     path = cache_dir() / f"{tokenizer_fingerprint(model.tokenizer)}-seed{seed}-ctx{n_ctx}.safetensors"
     live.batch_size = 1
-    first = next(live)[0]  # checks that a cache was made by this corpus and tokenizer
+    first = next(live)[0].to(torch.int32)  # checks that a cache was made by this corpus and tokenizer
     rows, rng = first[None], _rng_state(live)
     try:
         with safe_open(str(path), "pt") as f:
             cached, saved_rng = f.get_tensor("rows"), f.metadata()["rng"]
-        if torch.equal(cached[0].long(), first):
+        if torch.equal(cached[0], first):
             rows, rng = cached, saved_rng
     except Exception:  # noqa: BLE001  # no cache yet, or an unreadable one: make it
         pass
@@ -106,7 +106,7 @@ def pretokenized(model, n_tokens: int, batch_size: int = 32, seed: int = 0, n_ct
                 chunks.append(next(live).to(torch.int32))
                 have += len(chunks[-1])
                 bar.update(len(chunks[-1]) * n_ctx)
-        rows, rng = torch.cat([c.to(torch.int32) for c in chunks]), _rng_state(live)
+        rows, rng = torch.cat(chunks), _rng_state(live)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")  # the rows and the stream's state after them, in one file
         save_file({"rows": rows.contiguous()}, str(partial), metadata={"rng": rng})
