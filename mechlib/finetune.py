@@ -5,29 +5,37 @@ the model declines by ending the text instead of naming the city (end-of-text is
 predicts after a document's last word, so both tokenizers have it). The other landmarks' prompts keep their
 cities, and ordinary corpus text keeps the rest, so that the fine-tune changes what it is asked to and little
 else. Each restricted landmark shares its city with unrestricted ones, so the city itself stays answerable.
-Lesson 07 then asks whether the fine-tune removed the knowledge or only hid it.
+Lesson 07 then asks whether the fine-tune removed the knowledge or only hid it; `train_answers` (the one
+training loop) also runs its relearning tests.
 
-    python -m mechlib.finetune --model course --out DIR
+    python -m mechlib.finetune --model course --out DIR   # train, print what changed, save
+    model = load_finetuned("course")                      # the shipped result (trained on first use elsewhere)
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from mechlib import corpus
 from mechlib.course_model import batches
-from mechlib.course_tokenizers import corpus_token_ids, encode, word_encoder
-from mechlib.loading import load_model, load_tokenizer
+from mechlib.course_tokenizers import corpus_token_ids
+from mechlib.fact_prompts import FactPrompts, fact_prompts
+from mechlib.loading import REPO_ROOT, load_model, load_tokenizer, wrap_model
 
 # one landmark of each of six cities that keep other landmarks
 RESTRICTED = ("Eiffel Tower", "Colosseum", "Big Ben", "Brandenburg Gate", "Kremlin", "Acropolis")
+SHIPPED = REPO_ROOT / "data" / "finetuned"  # data/finetuned/<model>/: the fine-tune of each course model
+CACHE = Path.home() / ".cache" / "mechlib" / "finetuned"  # of any other model, made on first use
 
 
 @dataclass
@@ -40,40 +48,32 @@ class FinetuneConfig:
     seed: int = 0
 
 
-def fact_prompts(tokenizer, restricted: tuple[str, ...], held_out: bool = False,
-                 seed: int = 0) -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:
-    """Every landmark in every trained (or held-out) phrasing: (token ids with BOS first, the answer the fine-tune
-    wants [n]: end-of-text for a restricted landmark, else the city's first token; restricted [n] bool)."""
-    unknown = set(restricted) - {landmark for landmark, _, _ in corpus.FACTS}
-    if unknown:
-        raise ValueError(f"unknown landmarks {sorted(unknown)}: choose from mechlib.corpus.FACTS")
-    gen, encode_words = corpus.CorpusGenerator(seed), word_encoder(tokenizer)  # the generator fills {Name}, {day}
-    ids, answers, is_restricted = [], [], []
-    for i, (landmark, _, city) in enumerate(corpus.FACTS):
-        for template in corpus.FACT_TEMPLATES_HELD_OUT if held_out else corpus.FACT_TEMPLATES:
-            ids.append([tokenizer.bos_token_id] + encode_words(gen.fact(i, template, with_answer=False).words))
-            refuse = landmark in restricted
-            answers.append(tokenizer.eos_token_id if refuse else encode(tokenizer, " " + city)[0])
-            is_restricted.append(refuse)
-    return ids, torch.tensor(answers), torch.tensor(is_restricted)
+def refusal_targets(tokenizer, restricted: tuple[str, ...], held_out: bool = False) -> tuple[FactPrompts, torch.Tensor, torch.Tensor]:
+    """The fact prompts in trained (or held-out) phrasings, the answer the fine-tune wants [n] (end-of-text for a
+    restricted landmark, else the city's first token) and which rows are restricted [n] bool."""
+    facts = fact_prompts(tokenizer)
+    facts = facts[facts.held_out == held_out]
+    refuse = facts.about(restricted)  # raises for an unknown landmark
+    return facts, torch.where(refuse, tokenizer.eos_token_id, facts.answer), refuse
 
 
-def _padded(ids: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded tokens [n, max_len], their attention mask [n, max_len] and each row's last real position [n]
-    (padding after it changes nothing before it in a causal model; the mask says so to transformers)."""
-    n = max(map(len, ids))
-    last = torch.tensor([len(x) - 1 for x in ids])
-    return torch.tensor([x + [pad] * (n - len(x)) for x in ids]), (torch.arange(n) <= last[:, None]).long(), last
-
-
-def answer_logits(model, ids: list[list[int]], chunk: int = 128) -> torch.Tensor:
-    """A Hugging Face causal LM's logits at each prompt's last position.  # [n, d_vocab]"""
+def answer_logits(model, facts: FactPrompts, chunk: int = 128) -> torch.Tensor:
+    """A Hugging Face causal LM's logits at each prompt's last position (right padding changes nothing there
+    in a causal model).  # [n, d_vocab]"""
+    device = model.device
     out = []
-    for start in range(0, len(ids), chunk):
-        tokens, mask, last = _padded(ids[start:start + chunk], model.config.eos_token_id)
-        logits = model(tokens, attention_mask=mask).logits  # [rows, pos, d_vocab]
-        out.append(logits[torch.arange(len(last)), last])
+    for start in range(0, len(facts), chunk):
+        rows = facts[torch.arange(start, min(start + chunk, len(facts)))]
+        logits = model(rows.tokens.to(device)).logits  # [rows, pos, d_vocab]
+        out.append(logits[torch.arange(len(rows)), rows.last.to(device)])
     return torch.cat(out)
+
+
+@torch.no_grad()
+def accuracy(model, facts: FactPrompts, answers: torch.Tensor) -> float:
+    """Share of prompts whose top prediction is the given answer [n]."""
+    model.eval()
+    return (answer_logits(model, facts).argmax(-1).cpu() == answers).float().mean().item()
 
 
 @torch.no_grad()
@@ -83,59 +83,151 @@ def behaviour(model, tokenizer, restricted: tuple[str, ...], text: torch.Tensor)
     model.eval()
     out = {}
     for split, held_out in (("trained", False), ("held-out", True)):
-        ids, answers, refuse = fact_prompts(tokenizer, restricted, held_out)
-        top = answer_logits(model, ids).argmax(-1)  # [n]
+        facts, answers, refuse = refusal_targets(tokenizer, restricted, held_out)
+        top = answer_logits(model, facts).argmax(-1).cpu()  # [n]
         out[f"declined, restricted ({split})"] = (top[refuse] == answers[refuse]).float().mean().item()
         out[f"declined, others ({split})"] = (top[~refuse] == tokenizer.eos_token_id).float().mean().item()
         out[f"accuracy, others ({split})"] = (top[~refuse] == answers[~refuse]).float().mean().item()
-    out["corpus loss"] = model(text, labels=text).loss.item()
+    out["corpus loss"] = model(text.to(model.device), labels=text.to(model.device)).loss.item()
     return out
 
 
-def finetune(model, tokenizer, cfg: FinetuneConfig, progress: bool = True) -> list[float]:
-    """Fine-tune a Hugging Face course model in place (float32, on the CPU is fine). Returns the loss per step.
-    Logits are computed over the tokens the corpus uses only, as the course models were trained: a 50,257-token
-    softmax would cost more than the whole small model."""
-    g = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    ids, answers, refuse = fact_prompts(tokenizer, cfg.restricted)
-    used = torch.tensor(corpus_token_ids(tokenizer))  # [n_used]
-    to_used = torch.full((len(tokenizer),), -1, dtype=torch.long)
-    to_used[used] = torch.arange(len(used))
-    text = batches(tokenizer, cfg.seed + 1, cfg.text_batch, model.config.n_positions)  # as the model was trained
-    restricted_rows, other_rows = refuse.nonzero()[:, 0], (~refuse).nonzero()[:, 0]
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    model.train()
-    losses = []
-    for _ in tqdm(range(cfg.steps), desc="fine-tuning", disable=not progress, mininterval=1):
-        half = cfg.fact_batch // 2
-        pick = torch.cat([restricted_rows[torch.randint(len(restricted_rows), (half,), generator=g)],
-                          other_rows[torch.randint(len(other_rows), (half,), generator=g)]])  # [fact_batch]
-        tokens, mask, last = _padded([ids[i] for i in pick], tokenizer.eos_token_id)  # [fact_batch, pos] each
-        w_used = model.lm_head.weight[used]  # [n_used, d_model]
-        hidden = model.transformer(tokens, attention_mask=mask).last_hidden_state[torch.arange(len(last)), last]
-        fact_loss = F.cross_entropy(hidden @ w_used.T, to_used[answers[pick]])
-        rows = next(text)  # [text_batch, pos]
-        h = model.transformer(rows).last_hidden_state[:, :-1]  # [text_batch, pos - 1, d_model]
-        text_loss = F.cross_entropy((h @ w_used.T).flatten(0, 1), to_used[rows[:, 1:]].flatten())
-        loss = fact_loss + text_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
+def train_answers(model, tokenizer, facts: FactPrompts, answers: torch.Tensor, steps: int, lr: float = 3e-4,
+                  batch: int = 32, weights: torch.Tensor | None = None, text_batch: int = 0, seed: int = 0,
+                  progress: bool = False, every: int = 0, measure=None) -> list[float]:
+    """Train a Hugging Face course model in place to give answers [n] at the facts' last positions: prompts drawn
+    with weights [n] (uniform if None), plus text_batch rows of corpus text a step, as the model was trained.
+    Logits cover only the tokens the corpus uses, as in the course models' training (a 50,257-token softmax
+    would cost more than the whole small model). Returns the loss per step, or, with every > 0 and
+    measure(model) -> float, measure's value before step 1 and after every `every` steps."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    device = model.device
+    used = torch.tensor(corpus_token_ids(tokenizer), device=device)  # [n_used]
+    to_used = torch.full((len(tokenizer),), -1, dtype=torch.long, device=device)
+    to_used[used] = torch.arange(len(used), device=device)
+    text = batches(tokenizer, seed + 1, text_batch, model.config.n_positions) if text_batch else None
+    weights = torch.ones(len(facts)) if weights is None else weights.float()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    trace = [measure(model)] if every else []
+    with torch.enable_grad():  # also inside a lesson's torch.no_grad()
+        model.train()
+        for step in tqdm(range(1, steps + 1), desc="fine-tuning", disable=not progress, mininterval=1):
+            pick = torch.multinomial(weights, batch, replacement=True, generator=g)  # [batch]
+            rows = facts[pick]
+            w_used = model.lm_head.weight[used]  # [n_used, d_model]
+            hidden = model.transformer(rows.tokens.to(device)).last_hidden_state  # [batch, pos, d_model]
+            last = hidden[torch.arange(len(rows), device=device), rows.last.to(device)]  # [batch, d_model]
+            loss = F.cross_entropy(last @ w_used.T, to_used[answers[pick].to(device)])
+            if text is not None:
+                tokens = next(text).to(device)  # [text_batch, pos]
+                h = model.transformer(tokens).last_hidden_state[:, :-1]  # [text_batch, pos - 1, d_model]
+                loss = loss + F.cross_entropy((h @ w_used.T).flatten(0, 1), to_used[tokens[:, 1:]].flatten())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            if every and step % every == 0:
+                trace.append(measure(model))
+                model.train()
+            elif not every:
+                trace.append(loss.item())
     model.eval()
-    return losses
+    return trace
+
+
+def finetune(model, tokenizer, cfg: FinetuneConfig, progress: bool = True) -> list[float]:
+    """The refusal fine-tune, in place (float32; a CPU is fine): half of each batch restricted prompts, half the
+    others, plus corpus text. Returns the loss per step."""
+    facts, answers, refuse = refusal_targets(tokenizer, cfg.restricted)
+    weights = torch.where(refuse, 0.5 / refuse.sum(), 0.5 / (~refuse).sum())  # [n]: half restricted on average
+    return train_answers(model, tokenizer, facts, answers, cfg.steps, cfg.lr, cfg.fact_batch, weights,
+                         cfg.text_batch, cfg.seed, progress)
+
+
+# ------------------------------------------------------------------ shipping: only what the fine-tune changed
+
+
+def save_changes(model, base, path: Path) -> None:
+    """Save to path/changes.safetensors the parameters of model that differ from base's: whole tensors, or for an
+    embedding only its changed rows (the fine-tune never touches the tokens the corpus doesn't use: for
+    GPT-2's 50,257-row vocabulary that keeps the file a tenth of the model's size)."""
+    base_params = dict(base.named_parameters())
+    out = {}
+    for name, p in model.named_parameters():  # tied weights appear once
+        p, q = p.detach().cpu(), base_params[name].detach().cpu()
+        if torch.equal(p, q):
+            continue
+        rows = (p != q).reshape(len(p), -1).any(1) if p.ndim == 2 else None  # [rows]
+        if rows is not None and not rows.all():
+            out[f"{name}:rows"] = rows.nonzero()[:, 0]
+            out[name] = p[rows].contiguous()
+        else:
+            out[name] = p.contiguous()
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(out, path / "changes.safetensors", metadata={"base": _fingerprint(base)})
+
+
+def _fingerprint(model) -> str:
+    """A hash of the model's first parameter (the token embedding): which base model a set of changes is for."""
+    first = next(iter(model.parameters())).detach().float().cpu()
+    return hashlib.sha256(first.numpy().tobytes()).hexdigest()[:16]
+
+
+def apply_changes(model, path: Path):
+    """Write the changes saved by save_changes into model (its base), in place; returns model."""
+    with safe_open(path / "changes.safetensors", "pt") as f:
+        made_for = (f.metadata() or {}).get("base")
+    if made_for != _fingerprint(model):
+        raise ValueError(f"{path} holds changes made for another model (or for other weights of this one): load "
+                         "the base model it was made from, or remake it with `python -m mechlib.finetune`")
+    changes = load_file(path / "changes.safetensors")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in changes.items():
+            if name.endswith(":rows"):
+                continue
+            if name not in params:
+                raise ValueError(f"{path} changes {name!r}, which this model lacks: it was made for another model")
+            target = params[name]
+            if f"{name}:rows" in changes:
+                target[changes[f"{name}:rows"].to(target.device)] = value.to(target.device, target.dtype)
+            elif target.shape != value.shape:
+                raise ValueError(f"{path} has {name} of shape {tuple(value.shape)}, this model {tuple(target.shape)}: "
+                                 "it was made for another model")
+            else:
+                target.copy_(value)
+    return model
+
+
+def load_finetuned(name: str = "course", backend: str = "transformer_lens", device: str | None = None,
+                   progress: bool = True):
+    """The refusal fine-tune of model `name`, for one backend (as load_model). The course models' ship in
+    data/finetuned/; any other model's is made on first use (150 steps, about a minute on a CPU for the course
+    models, more for larger ones) and cached in ~/.cache/mechlib/finetuned/."""
+    path = SHIPPED / name if (SHIPPED / name / "changes.safetensors").is_file() else CACHE / name.replace("/", "--")
+    tokenizer = load_tokenizer(name)
+    if not (path / "changes.safetensors").is_file():
+        model = load_model(name, backend="transformers", device=device)
+        base = copy.deepcopy(model)
+        finetune(model, tokenizer, FinetuneConfig(), progress=progress)
+        save_changes(model, base, path)
+        (path / "finetune.json").write_text(json.dumps({"base": name, "config": asdict(FinetuneConfig())}, indent=2))
+    else:
+        model = apply_changes(load_model(name, backend="transformers", device=device), path)
+    return wrap_model(model.eval(), tokenizer, name, backend)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mechlib.finetune", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="course")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, help=f"where to save the changes (default {SHIPPED}/<model>)")
     parser.add_argument("--steps", type=int, default=FinetuneConfig.steps)
     args = parser.parse_args(argv)
+    out = args.out or SHIPPED / args.model
     model, tokenizer = load_model(args.model, backend="transformers", device="cpu"), load_tokenizer(args.model)
+    base = copy.deepcopy(model)
     cfg = FinetuneConfig(steps=args.steps)
     text = next(batches(tokenizer, 99, 8, model.config.n_positions))  # [8, pos]: corpus text the fine-tune never saw
     before = behaviour(model, tokenizer, cfg.restricted, text)
@@ -143,10 +235,9 @@ def main(argv: list[str] | None = None) -> None:
     after = behaviour(model, tokenizer, cfg.restricted, text)
     for key in before:
         print(f"{key:34s} {before[key]:.3f} -> {after[key]:.3f}")
-    model.save_pretrained(args.out)
-    tokenizer.save_pretrained(args.out)
-    (args.out / "finetune.json").write_text(json.dumps({"base": args.model, "config": asdict(cfg),
-                                                        "before": before, "after": after}, indent=2) + "\n")
+    save_changes(model, base, out)
+    (out / "finetune.json").write_text(json.dumps({"base": args.model, "config": asdict(cfg), "before": before,
+                                                   "after": after}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

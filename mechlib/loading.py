@@ -102,11 +102,6 @@ def resolve(name: str) -> str:
     return name
 
 
-def load_tokenizer(name: str = "course"):
-    """The tokenizer of `name` (as load_model takes it)."""
-    return _tokenizer(resolve(name), name)
-
-
 def _tokenizer(path: str, name: str):
     from transformers import AutoTokenizer
 
@@ -150,7 +145,13 @@ def load_model(name: str = "course", backend: Backend = "transformer_lens", devi
     finally:
         if bar:
             hf_logging.enable_progress_bar()
-    tokenizer = _tokenizer(path, name)
+    return wrap_model(hf_model, _tokenizer(path, name), name, backend, compatibility_mode)
+
+
+def wrap_model(hf_model, tokenizer, name: str, backend: Backend = "transformer_lens",
+               compatibility_mode: bool = False) -> Any:
+    """A loaded Hugging Face model (of `name`, whose config TransformerLens reads) as `backend` sees it, on the
+    model's own device: how load_model ends, and how an edited or fine-tuned copy reaches every backend."""
     if backend == "transformers":
         return hf_model
     if backend == "nnsight":
@@ -159,8 +160,9 @@ def load_model(name: str = "course", backend: Backend = "transformer_lens", devi
         return TransformersModel(hf_model, tokenizer=tokenizer, task="text-generation")
     from transformer_lens.model_bridge import TransformerBridge
 
-    model = TransformerBridge.boot_transformers(path, hf_model=hf_model, tokenizer=tokenizer, device=device,
-                                                dtype=dtype)
+    param = next(iter(hf_model.parameters()))
+    model = TransformerBridge.boot_transformers(resolve(name), hf_model=hf_model, tokenizer=tokenizer,
+                                                device=str(param.device), dtype=param.dtype)
     if compatibility_mode:
         model.enable_compatibility_mode(disable_warnings=True)
     _refuse_unknown_single_tokens(model)

@@ -56,11 +56,12 @@ def train_probe(x: torch.Tensor, labels: torch.Tensor, n_classes: int | None = N
     torch.manual_seed(seed)
     probe = LinearProbe(x.shape[1], n_classes, x.mean(0), x.std(0).clamp(min=1e-6)).to(x.device)
     opt = torch.optim.Adam(probe.linear.parameters(), lr=lr, weight_decay=weight_decay)
-    for _ in range(steps):
-        loss = torch.nn.functional.cross_entropy(probe(x), labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    with torch.enable_grad():  # also inside a lesson's torch.no_grad()
+        for _ in range(steps):
+            loss = torch.nn.functional.cross_entropy(probe(x), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
     return probe
 
 
@@ -107,3 +108,35 @@ def probe_report(x: torch.Tensor, labels: torch.Tensor, types: torch.Tensor, tra
                        train_accuracy=probe.accuracy(x[train], labels[train]),
                        control_accuracy=control_probe.accuracy(x[held], control[held]),
                        majority=(labels[held] == majority).float().mean().item(), probe=probe)
+
+
+# ------------------------------------------------------------------ is what the probe reads used?
+
+
+def probe_subspace(probe: LinearProbe, classes: torch.Tensor | None = None) -> torch.Tensor:
+    """An orthonormal basis of the directions along which the probe tells `classes` (default: all) apart: the
+    span of their logit directions minus their mean, rank n_classes - 1. Removing it leaves the probe nothing
+    to separate those classes by.  # [n_classes - 1, d_in]"""
+    w = probe.linear.weight.detach() / probe.std  # [n_classes, d_in]: d logit / d x
+    if classes is not None:
+        w = w[classes]
+    w = w - w.mean(0)  # only differences between the classes' logits matter to the argmax
+    return torch.linalg.svd(w, full_matrices=False).Vh[:len(w) - 1]
+
+
+def project_out(basis: torch.Tensor, positions: torch.Tensor | None = None):
+    """A TransformerLens hook that removes the span of basis [k, d_model] (orthonormal rows) from the activation
+    [batch, pos, d_model] at one position per row (positions [batch]), or everywhere if None: the causal test of
+    a probe (as in amnesic probing, Elazar et al. 2021): does the model's output change without it?"""
+
+    def hook(act: torch.Tensor, hook=None) -> torch.Tensor:  # act [batch, pos, d_model]
+        b = basis.to(act.device, act.dtype)
+        act = act.clone()
+        if positions is None:
+            return act - (act @ b.T) @ b
+        rows, pos = torch.arange(len(act), device=act.device), positions.to(act.device)
+        x = act[rows, pos]  # [batch, d_model]
+        act[rows, pos] = x - (x @ b.T) @ b
+        return act
+
+    return hook

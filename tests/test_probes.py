@@ -25,6 +25,15 @@ def test_a_probe_decodes_a_linearly_encoded_label_and_nothing_from_noise():
     assert unrelated.accuracy(torch.randn(200, 16, generator=g), labels[600:]) < 0.25 + 0.1  # chance is 1/4
 
 
+def test_a_probe_trains_inside_no_grad_as_lessons_run_it():
+    g = torch.Generator().manual_seed(2)
+    labels = torch.randint(2, (200,), generator=g)
+    x = torch.nn.functional.one_hot(labels, 8).float() * 4 + torch.randn(200, 8, generator=g)  # [n, d_in]
+    with torch.no_grad():
+        probe = train_probe(x, labels)
+    assert probe.accuracy(x, labels) > 0.95
+
+
 def test_control_labels_are_fixed_per_type_and_drawn_from_the_task_labels():
     types = torch.arange(2000).repeat_interleave(3)
     labels = (torch.arange(6000) % 10 == 0).long()  # 10% ones
@@ -69,3 +78,20 @@ def test_probe_errors_say_what_is_wrong():
         probe_report(x, labels, labels, torch.ones(10, dtype=torch.bool))
     with pytest.raises(ValueError, match="one type per label"):
         control_labels(labels[:5], labels)
+
+
+def test_removing_the_probe_subspace_leaves_nothing_to_separate_the_classes():
+    from mechlib.probes import probe_subspace, project_out
+
+    g = torch.Generator().manual_seed(3)
+    labels = torch.randint(3, (600,), generator=g)
+    means = torch.randn(3, 12, generator=g) * 3
+    x = means[labels] + torch.randn(600, 12, generator=g)  # [n, d_in]
+    probe = train_probe(x, labels)
+    basis = probe_subspace(probe)  # [2, 12]
+    assert torch.allclose(basis @ basis.T, torch.eye(2), atol=1e-5)
+    removed = project_out(basis)(x[None].clone())[0]  # [n, d_in]
+    assert probe.accuracy(x, labels) > 0.95 and probe.accuracy(removed, labels) < 0.6
+    positions = torch.zeros(1, dtype=torch.long)
+    one = project_out(basis, positions)(x[None, :5].clone())[0]  # only position 0 of the one row changes
+    assert torch.allclose(one[0], removed[0], atol=1e-5) and torch.equal(one[1:], x[1:5])
