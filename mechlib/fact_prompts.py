@@ -17,6 +17,7 @@ import torch
 
 from mechlib import corpus
 from mechlib.course_tokenizers import encode, spaced_pieces
+from mechlib.loading import model_device
 
 PHRASINGS = corpus.FACT_TEMPLATES + corpus.FACT_TEMPLATES_HELD_OUT  # trained first, then held out
 
@@ -84,3 +85,22 @@ def fact_prompts(tokenizer, seed: int = 0) -> FactPrompts:
     tokens = torch.tensor([ids + [tokenizer.eos_token_id] * (width - len(ids)) for ids in rows])  # [n, pos]
     subject, last, landmark, city, answer, phrasing = torch.tensor(labels).T
     return FactPrompts(tokens, subject, last, landmark, city, answer, phrasing, texts)
+
+
+def answer_logits(model, facts: FactPrompts, fwd_hooks=(), chunk: int = 128) -> torch.Tensor:
+    """Logits at each prompt's last position (right padding changes nothing there in a causal model), from a
+    TransformerLens model (with optional fwd_hooks) or a Hugging Face one. With hooks every prompt runs in one
+    batch, as a hook may hold one value per row (project_out's positions).  # [n, d_vocab]"""
+    device = model_device(model)
+    chunk = len(facts) if fwd_hooks else chunk
+    out = []
+    for start in range(0, len(facts), chunk):
+        rows = facts[torch.arange(start, min(start + chunk, len(facts)))]
+        if fwd_hooks:
+            with model.hooks(fwd_hooks=list(fwd_hooks)):
+                logits = model(rows.tokens.to(device))
+        else:
+            logits = model(rows.tokens.to(device))
+        logits = getattr(logits, "logits", logits)  # [rows, pos, d_vocab]; Hugging Face wraps it
+        out.append(logits[torch.arange(len(rows), device=device), rows.last.to(device)])
+    return torch.cat(out)

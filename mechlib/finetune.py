@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from mechlib.course_model import batches
 from mechlib.course_tokenizers import corpus_token_ids
-from mechlib.fact_prompts import FactPrompts, fact_prompts
+from mechlib.fact_prompts import FactPrompts, answer_logits, fact_prompts
 from mechlib.loading import REPO_ROOT, load_model, load_tokenizer, wrap_model
 
 # one landmark of each of six cities that keep other landmarks
@@ -55,18 +55,6 @@ def refusal_targets(tokenizer, restricted: tuple[str, ...], held_out: bool = Fal
     facts = facts[facts.held_out == held_out]
     refuse = facts.about(restricted)  # raises for an unknown landmark
     return facts, torch.where(refuse, tokenizer.eos_token_id, facts.answer), refuse
-
-
-def answer_logits(model, facts: FactPrompts, chunk: int = 128) -> torch.Tensor:
-    """A Hugging Face causal LM's logits at each prompt's last position (right padding changes nothing there
-    in a causal model).  # [n, d_vocab]"""
-    device = model.device
-    out = []
-    for start in range(0, len(facts), chunk):
-        rows = facts[torch.arange(start, min(start + chunk, len(facts)))]
-        logits = model(rows.tokens.to(device)).logits  # [rows, pos, d_vocab]
-        out.append(logits[torch.arange(len(rows)), rows.last.to(device)])
-    return torch.cat(out)
 
 
 @torch.no_grad()

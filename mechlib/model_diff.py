@@ -19,6 +19,12 @@ class _Stop(Exception):
     """Raised by the last hook a run needs, so that nothing after it is computed."""
 
 
+def resid_hooks(model) -> list[str]:
+    """The hooks residual_at reads, in order: the residual stream entering each layer, then leaving the last."""
+    n_layers = model.cfg.n_layers
+    return [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)] + [f"blocks.{n_layers - 1}.hook_resid_post"]
+
+
 def residual_at(model, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """The residual stream entering each layer and leaving the last, at one position per row of tokens [n, pos]
     (positions [n]) of a TransformerLens model.  # [n_layers + 1, n, d_model]"""
@@ -26,8 +32,7 @@ def residual_at(model, tokens: torch.Tensor, positions: torch.Tensor) -> torch.T
         raise ValueError(f"one position per row: tokens {tuple(tokens.shape)}, positions {tuple(positions.shape)}")
     if int(positions.max()) >= tokens.shape[1]:
         raise ValueError(f"position {int(positions.max())} is past the prompts' {tokens.shape[1]} tokens")
-    n_layers = model.cfg.n_layers
-    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)] + [f"blocks.{n_layers - 1}.hook_resid_post"]
+    names = resid_hooks(model)
     device = model_device(model)
     rows, positions = torch.arange(len(tokens), device=device), positions.to(device)
     out: list[torch.Tensor] = []

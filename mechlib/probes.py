@@ -34,10 +34,15 @@ class LinearProbe(torch.nn.Module):
         with torch.no_grad():
             return (self(x).argmax(-1) == labels).float().mean().item()
 
+    @property
+    def logit_directions(self) -> torch.Tensor:
+        """d logit / d x for every class, in activation space (the standardisation folded in).  # [n_classes, d_in]"""
+        return self.linear.weight.detach() / self.std
+
     def direction(self, label: int) -> torch.Tensor:
         """The activation-space direction that raises `label`'s logit, unit length: what to steer or ablate
         along to test whether the model uses what the probe reads.  # [d_in]"""
-        w = self.linear.weight[label].detach() / self.std  # d logit / d x
+        w = self.logit_directions[label]
         return w / w.norm()
 
 
@@ -117,7 +122,7 @@ def probe_subspace(probe: LinearProbe, classes: torch.Tensor | None = None) -> t
     """An orthonormal basis of the directions along which the probe tells `classes` (default: all) apart: the
     span of their logit directions minus their mean, rank n_classes - 1. Removing it leaves the probe nothing
     to separate those classes by.  # [n_classes - 1, d_in]"""
-    w = probe.linear.weight.detach() / probe.std  # [n_classes, d_in]: d logit / d x
+    w = probe.logit_directions  # [n_classes, d_in]
     if classes is not None:
         w = w[classes]
     w = w - w.mean(0)  # only differences between the classes' logits matter to the argmax
