@@ -15,7 +15,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Collection, Iterator
 
 BOS = "<|endoftext|>"
 UNK = "[UNK]"
@@ -431,13 +431,15 @@ class CorpusGenerator:
             yield self.document(vocab)
 
 
-def vocabulary() -> list[str]:
-    """Every word the corpus can emit, special tokens first, then sorted: one token each."""
+def vocabulary(without: Collection[str] = ()) -> list[str]:
+    """Every word the corpus can emit, special tokens first, then sorted: one token each. Without the landmarks
+    named in `without`, the words the rest of the corpus would still use."""
     words: set[str] = set()
     for lst in WORDS.values():
         words.update(lst)
     for landmark, _, _ in FACTS:
-        words.update(split_words(landmark))
+        if landmark not in without:
+            words.update(split_words(landmark))
     templates = (FACT_TEMPLATES + FACT_TEMPLATES_HELD_OUT + IOI_TEMPLATES + IOI_TEMPLATES_HELD_OUT
                  + [t for ts in FILLER_TEMPLATES.values() for t in ts])
     for t in templates:

@@ -79,6 +79,21 @@ def fact_documents(gen: corpus.CorpusGenerator, n_context: int = N_CONTEXT) -> t
     return trained, held_out
 
 
+def abilities(model, n_ioi: int = 200, seed: int = SEED, exclude: tuple[int, ...] | list[int] = ()) -> dict[str, float]:
+    """The course models' two circuits, measured on any TransformerLens model as evaluate measures them: IOI on
+    fresh sentences in held-out frames (accuracy, mean logit difference), and the induction loss ratio on random
+    spans of single-token corpus words, leaving out the tokens in `exclude` (for instance ones a lesson redrew)."""
+    gen = corpus.CorpusGenerator(seed)
+    docs = [gen.ioi(with_answer=False, held_out_frames=True) for _ in range(n_ioi)]
+    accuracy, logit_diff = _ioi(model, docs)
+    pool = [t for t in word_token_ids(model.tokenizer) if t not in set(exclude)]
+    tokens = repeated_tokens(model, 50, 20, seed, pool=pool)  # [batch, 41]
+    with torch.no_grad():
+        first, second = _copy_losses(model(tokens).cpu(), tokens.cpu())
+    return {"IOI accuracy (held-out frames)": accuracy, "IOI logit difference": logit_diff,
+            "induction loss ratio": second / first}
+
+
 def evaluate(model_dir: str | Path, seed: int = SEED, n_ioi: int = N_IOI, n_context: int = N_CONTEXT) -> dict:
     """Measure a course model's targets on fresh prompts."""
     model = load_model(str(model_dir), device="cpu")

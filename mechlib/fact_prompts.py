@@ -18,6 +18,7 @@ import torch
 from mechlib import corpus
 from mechlib.course_tokenizers import encode, spaced_pieces
 from mechlib.loading import model_device
+from mechlib.model_diff import lens_logits, residual_at
 
 PHRASINGS = corpus.FACT_TEMPLATES + corpus.FACT_TEMPLATES_HELD_OUT  # trained first, then held out
 
@@ -89,18 +90,22 @@ def fact_prompts(tokenizer, seed: int = 0) -> FactPrompts:
 
 def answer_logits(model, facts: FactPrompts, fwd_hooks=(), chunk: int = 128) -> torch.Tensor:
     """Logits at each prompt's last position (right padding changes nothing there in a causal model), from a
-    TransformerLens model (with optional fwd_hooks) or a Hugging Face one. With hooks every prompt runs in one
-    batch, as a hook may hold one value per row (project_out's positions).  # [n, d_vocab]"""
+    TransformerLens model (with optional fwd_hooks) or a Hugging Face one. Only the last positions are unembedded:
+    every position's logits over GPT-2's 50,257 tokens would cost more than the rest of a small model. With hooks
+    every prompt runs in one batch, as a hook may hold one value per row (project_out's positions).  # [n, d_vocab]"""
     device = model_device(model)
     chunk = len(facts) if fwd_hooks else chunk
     out = []
     for start in range(0, len(facts), chunk):
         rows = facts[torch.arange(start, min(start + chunk, len(facts)))]
-        if fwd_hooks:
+        tokens, index = rows.tokens.to(device), torch.arange(len(rows), device=device)
+        if hasattr(model, "hook_dict"):  # TransformerLens: the final residual stream, then the unembedding
             with model.hooks(fwd_hooks=list(fwd_hooks)):
-                logits = model(rows.tokens.to(device))
-        else:
-            logits = model(rows.tokens.to(device))
-        logits = getattr(logits, "logits", logits)  # [rows, pos, d_vocab]; Hugging Face wraps it
-        out.append(logits[torch.arange(len(rows), device=device), rows.last.to(device)])
+                final = residual_at(model, tokens, rows.last)[-1]  # [rows, d_model]
+            out.append(lens_logits(model, final, torch.arange(model.cfg.d_vocab, device=device)))
+        else:  # Hugging Face: the body's last hidden state (final norm included), then the output embedding
+            if fwd_hooks:
+                raise ValueError("fwd_hooks are TransformerLens hooks: load the model with backend='transformer_lens'")
+            hidden = model.base_model(tokens).last_hidden_state[index, rows.last.to(device)]  # [rows, d_model]
+            out.append(model.get_output_embeddings()(hidden))
     return torch.cat(out)

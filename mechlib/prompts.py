@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 
 from mechlib.loading import is_nnsight, model_device
+from mechlib.model_diff import lens_logits, residual_at
 
 
 def encode(model, text: str, bos: bool = True) -> torch.Tensor:
@@ -62,8 +63,9 @@ def last_logits(model, prompts: Sequence[str], fwd_hooks: Sequence = (), chunk: 
     """The logits at the last position of each prompt (BOS first), in order, optionally with TransformerLens hooks.
 
     Prompts of equal token length run together, `chunk` at a time: no padding, so each row is what its prompt gives
-    alone, even under hooks that act at a position, in a few forward passes instead of one per prompt (all positions'
-    logits over GPT-2's vocabulary would be 4 GB for 1000 prompts at once).  # [n_prompts, d_vocab]"""
+    alone, even under hooks that act at a position, in a few forward passes instead of one per prompt. Only the last
+    position is unembedded (all positions' logits over GPT-2's vocabulary would be 4 GB for 1000 prompts, and cost
+    more than the rest of a small model).  # [n_prompts, d_vocab]"""
     rows = [encode(model, p)[0] for p in prompts]
     by_length: dict[int, list[int]] = {}
     for i, row in enumerate(rows):
@@ -74,7 +76,9 @@ def last_logits(model, prompts: Sequence[str], fwd_hooks: Sequence = (), chunk: 
             for start in range(0, len(same), chunk):
                 idx = same[start:start + chunk]
                 tokens = torch.stack([rows[i] for i in idx]).to(model_device(model))  # [group, pos]
-                logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks))[:, -1]  # [group, d_vocab]
+                with model.hooks(fwd_hooks=list(fwd_hooks)):  # only the last position is unembedded
+                    final = residual_at(model, tokens, torch.full((len(idx),), tokens.shape[1] - 1))[-1]  # [group, d_model]
+                logits = lens_logits(model, final, torch.arange(model.cfg.d_vocab, device=final.device))  # [group, d_vocab]
                 for i, row in zip(idx, logits):
                     out[i] = row
     return torch.stack(out)

@@ -146,7 +146,7 @@ def test_shipped_configs_are_the_ones_trained(name):
     assert info["config"] == expected
 
 
-def test_last_logits_are_each_prompts_own_run_a_few_prompts_at_a_time(course_tl):
+def test_last_logits_are_each_prompts_own_run_a_few_prompts_at_a_time(course_tl, course_tl_folded):
     from mechlib.prompts import last_logits
 
     prompts = ["The Eiffel Tower is in", "When Mary and John went to the store, John gave a drink to",
@@ -156,3 +156,10 @@ def test_last_logits_are_each_prompts_own_run_a_few_prompts_at_a_time(course_tl)
     alone = torch.stack([course_tl(p)[0, -1] for p in prompts])
     assert torch.allclose(whole, alone, atol=1e-4)
     assert whole[0].argmax() == course_tl.to_single_token(" Paris")
+    # only the last position is unembedded: the same numbers with LayerNorm folded (lesson 01) and under hooks
+    folded = last_logits(course_tl_folded, prompts)
+    assert torch.allclose(folded - folded.mean(-1, keepdim=True), whole - whole.mean(-1, keepdim=True), atol=1e-3)
+    zero_head = [("blocks.0.attn.hook_z", lambda z, hook: z * 0)]
+    hooked = last_logits(course_tl, prompts, zero_head)
+    alone = torch.stack([course_tl.run_with_hooks(p, fwd_hooks=zero_head)[0, -1] for p in prompts])
+    assert not torch.allclose(hooked, whole, atol=1e-2) and torch.allclose(hooked, alone, atol=1e-4)

@@ -48,3 +48,27 @@ def test_residual_at_matches_a_full_cached_run_and_leaves_no_hooks(model):
     assert torch.equal(model(rows.tokens), logits)  # nothing of the stopped run stayed hooked
     with pytest.raises(ValueError, match="one position per row"):
         residual_at(model, rows.tokens, rows.last[:2])
+
+
+def test_answer_logits_are_the_models_own_logits_at_the_last_positions(course_bpe_tl, course_bpe_hf):
+    """Only the last positions are unembedded (lens_logits at the final residual stream): the same numbers as the
+    full forward pass, for TransformerLens (with and without hooks) and Hugging Face."""
+    from mechlib.fact_prompts import answer_logits, fact_prompts
+    from mechlib.probes import project_out
+
+    facts = fact_prompts(course_bpe_tl.tokenizer)
+    facts = facts[torch.arange(0, len(facts), 37)]  # a few rows of every length
+    rows = torch.arange(len(facts))
+    with torch.no_grad():
+        full = course_bpe_tl(facts.tokens)[rows, facts.last]  # [n, d_vocab]
+        hf_full = course_bpe_hf(facts.tokens).logits[rows, facts.last]
+    assert torch.allclose(answer_logits(course_bpe_tl, facts, chunk=3), full, atol=1e-4 * full.abs().max())
+    assert torch.allclose(answer_logits(course_bpe_hf, facts, chunk=3), hf_full, atol=1e-4 * full.abs().max())
+    basis = torch.linalg.qr(torch.randn(128, 4, generator=torch.Generator().manual_seed(0))).Q.T  # [4, d_model]
+    hooks = [("blocks.2.hook_resid_pre", project_out(basis, facts.last))]
+    with torch.no_grad(), course_bpe_tl.hooks(fwd_hooks=hooks):
+        hooked = course_bpe_tl(facts.tokens)[rows, facts.last]
+    assert not torch.allclose(hooked, full, atol=1e-3)
+    assert torch.allclose(answer_logits(course_bpe_tl, facts, hooks), hooked, atol=1e-4 * full.abs().max())
+    with pytest.raises(ValueError, match="TransformerLens hooks"):
+        answer_logits(course_bpe_hf, facts, hooks)
