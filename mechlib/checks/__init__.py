@@ -9,6 +9,6 @@ from mechlib.checks.lesson03 import check_reference_sae, check_keep_top, check_s
 from mechlib.checks.lesson04 import check_head_patching_loop, check_batched_head_sweep, check_attribution_heads
 from mechlib.checks.lesson05 import check_nnsight_head_patch, check_nnsight_logit_lens, check_nnsight_attribution
 from mechlib.checks.lesson06 import check_add_vector, check_clamp_latent
-from mechlib.checks.lesson07 import check_control_task, check_logit_lens, check_project_out
+from mechlib.checks.lesson07 import check_control_task, check_logit_lens, check_own_tokens, check_project_out
 
-__all__ = ["Checked", "check_add_vector", "check_attribution_heads", "check_batched_head_sweep", "check_clamp_latent", "check_control_task", "check_feature_dimensionality", "check_head_patching_loop", "check_induction_scores", "check_keep_top", "check_logit_lens", "check_logit_attribution", "check_nnsight_attribution", "check_nnsight_head_patch", "check_nnsight_logit_lens", "check_project_out", "check_reference_sae", "check_residual_decomposition", "check_splice_hook", "check_toy_forward", "check_weighted_loss", "first_mismatch", "run_check"]
+__all__ = ["Checked", "check_add_vector", "check_attribution_heads", "check_batched_head_sweep", "check_clamp_latent", "check_control_task", "check_feature_dimensionality", "check_head_patching_loop", "check_induction_scores", "check_keep_top", "check_logit_lens", "check_logit_attribution", "check_own_tokens", "check_nnsight_attribution", "check_nnsight_head_patch", "check_nnsight_logit_lens", "check_project_out", "check_reference_sae", "check_residual_decomposition", "check_splice_hook", "check_toy_forward", "check_weighted_loss", "first_mismatch", "run_check"]

@@ -87,3 +87,19 @@ def check_logit_lens(lens: Callable, model) -> Checked:
     return run_check("logit lens", lens, lens_logits, cases,
                      hint="model.ln_final(resid) (it takes [batch, pos, d_model]: add a position axis), then "
                           "@ model.W_U[:, ids] + model.b_U[ids]")
+
+
+def check_own_tokens(own_tokens: Callable, tokenizer) -> Checked:
+    """own_tokens(tokenizer, landmarks) -> sorted ids of the names' tokens no other corpus word uses."""
+    from mechlib.finetune import RESTRICTED
+    from mechlib.unlearning import name_tokens
+
+    cases = [(tokenizer, RESTRICTED), (tokenizer, ("Eiffel Tower",)), (tokenizer, ("Kremlin", "Big Ben", "Louvre"))]
+
+    def as_tensor(fn):
+        return lambda tok, landmarks: torch.tensor(sorted(fn(tok, landmarks)), dtype=torch.long)
+
+    return run_check("a name's own tokens", as_tensor(own_tokens), as_tensor(name_tokens), cases,
+                     learner=own_tokens, fallback=name_tokens,
+                     hint="tokens of every word of corpus.vocabulary(without=landmarks)[2:], with and without a leading "
+                          "space, form the set to leave out of the names' tokens")
