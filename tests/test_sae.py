@@ -632,3 +632,73 @@ def test_every_shipped_sae_reconstructs_held_out_prompts_about_as_well_as_traine
     for hook, saes in by_hook.items():
         for name, f in fvu_by_text(saes, model, hook, texts).items():
             assert f["held out"] < 1.25 * f["trained"], (name, f)
+
+
+# ---------------------------------------------------------------- transcoders
+def _transcoder_data(n: int = 8192, seed: int = 3):
+    """Inputs [n, 24] and targets [n, 8] written by the same 24 sparse features through different directions:
+    what a transcoder must find (input directions to read each feature, output directions to write it)."""
+    g = torch.Generator().manual_seed(seed)
+    reads = torch.nn.functional.normalize(torch.randn(24, 24, generator=g), dim=-1)  # [feature, d_in]
+    writes = torch.nn.functional.normalize(torch.randn(24, 8, generator=g), dim=-1)  # [feature, d_out]
+    c = torch.rand(n, 24, generator=g) * (torch.rand(n, 24, generator=g) < 0.06)  # [n, feature]
+    return c @ reads, c @ writes, writes
+
+
+@pytest.mark.parametrize("arch", ["topk", "standard"])
+def test_a_transcoder_learns_to_write_another_space_with_the_one_trainer(arch):
+    x, y, writes = _transcoder_data()
+    tc = make_sae(SAEConfig(d_in=24, d_sae=32, d_out=8, architecture=arch, k=4, l1_coefficient=0.02))
+    assert tc.transcoder and tc.W_enc.shape == (24, 32) and tc.W_dec.shape == (32, 8) and tc.b_dec.shape == (8,)
+    before = fvu(y, tc(x)[0]).item()
+    history = train_sae(tc, InMemoryActivations(x, 256, targets=y), steps=1500, lr=3e-3, progress=False)
+    tc.eval()
+    x_hat, z = tc(x)
+    assert x_hat.shape == y.shape and history[-1]["FVU"] < 0.05 and fvu(y, x_hat).item() < 0.05 < before
+    directions = torch.nn.functional.normalize(tc.W_dec.detach(), dim=-1)  # [d_sae, d_out]
+    assert (writes @ directions.T).max(1).values.median() > 0.85  # its latents write the features' directions
+    # the input is not centred by the output's bias: shifting b_dec moves the output, not the latents
+    with torch.no_grad():
+        tc.b_dec += 1.0
+    assert torch.equal(tc.encode(x), z)
+
+
+def test_a_transcoder_file_round_trips(tmp_path):
+    x, _, _ = _transcoder_data(64)
+    tc = make_sae(SAEConfig(d_in=24, d_sae=32, d_out=8, architecture="topk", k=4, seed=5))
+    back = load_sae(save_sae(tc, tmp_path / "tc"))
+    assert back.transcoder and back.W_dec.shape == (32, 8)
+    assert torch.allclose(back(x)[0], tc(x)[0], atol=1e-6)
+
+
+def test_transcoder_mistakes_are_explained():
+    x, y, _ = _transcoder_data(64)
+    tc = make_sae(SAEConfig(d_in=24, d_sae=32, d_out=8, architecture="topk", k=4))
+    with pytest.raises(ValueError, match="target has width 24, this module writes 8"):
+        tc.loss(x)  # no target: an SAE's loss
+    with pytest.raises(ValueError, match="give a transcoder SAEConfig\\(d_out"):
+        _sae("topk", d_in=24).loss(x, target=y)
+    with pytest.raises(ValueError, match="resampling.*transcoder"):
+        Trainer(tc, InMemoryActivations(x, 16, targets=y), TrainConfig(remedy="resample"))
+    with pytest.raises(ValueError, match="one target row per input"):
+        InMemoryActivations(x, 16, targets=y[:10])
+    with pytest.raises(ValueError, match="fold_input_scale is for SAEs"):
+        tc.fold_input_scale(2.0)
+
+
+def test_store_serves_a_transcoders_input_and_target_rows_together(course_tl):
+    """MLP input and output at the same positions: each served pair is one position's, both scaled alike."""
+    import itertools
+
+    tokens = corpus_token_batches(course_tl, batch_size=4, n_ctx=64)
+    fixed = next(tokens)  # [4, 64]
+    store = ActivationStore(course_tl, "blocks.1.mlp.hook_in", batch_size=64, buffer_size=128,
+                            tokens=itertools.repeat(fixed), target="blocks.1.hook_mlp_out", normalize=True)
+    _, cache = course_tl.run_with_cache(fixed)
+    keep = fixed != course_tl.tokenizer.bos_token_id
+    rows = torch.cat([cache["blocks.1.mlp.hook_in"][keep], cache["blocks.1.hook_mlp_out"][keep]], -1)  # [n, 256]
+    x, y = store.next_batch()
+    assert x.shape == (64, 128) and y.shape == (64, 128) and store.d_in == 128
+    served = torch.cat([x, y], -1) / store.scale  # [64, 256]
+    assert torch.allclose((served[:, None] - rows[None]).abs().amax(-1).min(1).values, torch.zeros(64), atol=1e-4)
+    assert abs(x.norm(dim=-1).mean().item() - 128 ** 0.5) < 0.2 * 128 ** 0.5  # normalised by the inputs' norm

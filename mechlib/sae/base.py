@@ -3,6 +3,10 @@ decode, the loss, and the metrics the trainer reports. Each architecture is a sm
 file that says how latents are activated and what its sparsity penalty is.
 
 Shapes: x [batch, d_in], pre-activations and latents [batch, d_sae], W_enc [d_in, d_sae], W_dec [d_sae, d_in].
+
+A transcoder is the same module with another output (cfg.d_out): it reads x [batch, d_in] and writes an estimate of
+a target y [batch, d_out], such as an MLP's output from its input (Dunefsky et al. 2024), with W_dec [d_sae, d_out]
+and b_dec [d_out] and no input centring. Every architecture and the one trainer serve both.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class SAEConfig:
     bandwidth: float = 0.001  # jumprelu: width of the straight-through estimator's window
     threshold_init: float = 0.001  # jumprelu: initial threshold
     threshold_lr: float = 0.01  # batchtopk: rate of the moving average that sets the inference threshold
+    d_out: int | None = None  # a transcoder's output width (it reads d_in, writes d_out); None: an SAE (d_in)
     seed: int = 0
     metadata: dict = field(default_factory=dict)  # model_name, hook_name, ...: saved with the weights
 
@@ -44,10 +49,23 @@ class SAE(torch.nn.Module):
         super().__init__()
         self.cfg = cfg
         g = torch.Generator().manual_seed(cfg.seed)
-        w_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=g)
+        w_dec = torch.randn(cfg.d_sae, self.d_out, generator=g)
         w_dec /= w_dec.norm(dim=-1, keepdim=True)  # unit-norm decoder directions
-        # W_enc starts as the decoder's transpose
-        self.register_weights(w_dec.T.clone(), w_dec, torch.zeros(cfg.d_sae), torch.zeros(cfg.d_in))
+        if self.transcoder:  # unit-norm encoder directions of their own
+            w_enc = torch.randn(cfg.d_in, cfg.d_sae, generator=g)
+            w_enc /= w_enc.norm(dim=0, keepdim=True)
+        else:  # W_enc starts as the decoder's transpose
+            w_enc = w_dec.T.clone()
+        self.register_weights(w_enc, w_dec, torch.zeros(cfg.d_sae), torch.zeros(self.d_out))
+
+    @property
+    def transcoder(self) -> bool:
+        """Whether this module writes another space than it reads (cfg.d_out set)."""
+        return self.cfg.d_out is not None
+
+    @property
+    def d_out(self) -> int:
+        return self.cfg.d_in if self.cfg.d_out is None else self.cfg.d_out
 
     def register_weights(self, W_enc: torch.Tensor, W_dec: torch.Tensor, b_enc: torch.Tensor,
                          b_dec: torch.Tensor) -> None:
@@ -62,7 +80,7 @@ class SAE(torch.nn.Module):
     # -- the forward pass --
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., d_in] -> [..., d_sae]"""
-        if self.apply_b_dec_to_input:  # (x - b_dec) W_enc, with b_dec's share computed once, not per input
+        if self.apply_b_dec_to_input and not self.transcoder:  # (x - b_dec) W_enc, with b_dec's share computed once, not per input
             return x @ self.W_enc + (self.b_enc - self.b_dec @ self.W_enc)
         return x @ self.W_enc + self.b_enc
 
@@ -96,14 +114,21 @@ class SAE(torch.nn.Module):
         """An extra term that revives dead latents (TopK's AuxK); dead [d_sae] bool or None."""
         return x.new_zeros(())
 
-    def loss(self, x: torch.Tensor, dead: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Squared error (summed over d_in, averaged over the batch) plus sparsity and auxiliary terms.
-        Returns the loss and its parts, with x_hat, z and pre for the trainer's metrics."""
+    def loss(self, x: torch.Tensor, dead: torch.Tensor | None = None,
+             target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Squared error against target (default x: an SAE), summed over its width and averaged over the batch,
+        plus sparsity and auxiliary terms. Returns the loss and its parts, with x_hat, z and pre for the trainer's
+        metrics."""
+        target = x if target is None else target
+        if target.shape[-1] != self.d_out:
+            raise ValueError(f"target has width {target.shape[-1]}, this module writes {self.d_out}: "
+                             + ("a transcoder needs its target, e.g. the MLP's output" if self.transcoder else
+                                "give a transcoder SAEConfig(d_out=...) to predict another activation"))
         pre = self.pre_activation(x)
         x_hat, z = self.reconstruct(pre)
-        mse = (x_hat - x).pow(2).sum(-1).mean()
+        mse = (x_hat - target).pow(2).sum(-1).mean()
         sparsity = self.sparsity_loss(z, pre)
-        aux = self.aux_loss(x, x_hat, pre, dead)
+        aux = self.aux_loss(target, x_hat, pre, dead)
         return mse + sparsity + aux, {"mse": mse, "sparsity": sparsity, "aux": aux, "x_hat": x_hat, "z": z, "pre": pre}
 
     @torch.no_grad()
@@ -144,6 +169,9 @@ class SAE(torch.nn.Module):
     def fold_input_scale(self, scale: float) -> None:
         """Trained on activations multiplied by `scale`: change the weights so that the SAE takes
         and returns raw activations instead. Latent activations are unchanged."""
+        if self.transcoder:
+            raise ValueError("fold_input_scale is for SAEs, which read and write one space: train a transcoder "
+                             "on raw activations, or scale its input and output yourself")
         self.W_enc *= scale
         self.W_dec /= scale
         self.b_dec /= scale

@@ -27,8 +27,8 @@ def save_sae(sae: SAE, path: str | Path, dtype: torch.dtype = torch.float32) -> 
     threshold = sae.inference_threshold()
     if threshold is not None:
         tensors["threshold"] = threshold.detach().cpu().to(dtype).contiguous()
-    saved = {"d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": str(dtype).removeprefix("torch."), "device": "cpu",
-             "apply_b_dec_to_input": sae.apply_b_dec_to_input, "normalize_activations": "none",
+    saved = {"d_in": cfg.d_in, "d_sae": cfg.d_sae, **({"d_out": cfg.d_out} if sae.transcoder else {}), "dtype": str(dtype).removeprefix("torch."), "device": "cpu",
+             "apply_b_dec_to_input": sae.apply_b_dec_to_input and not sae.transcoder, "normalize_activations": "none",
              "reshape_activations": "none", "architecture": sae.saved_architecture,
              "metadata": dict(cfg.metadata), "mechlib": cfg.to_dict()}
     if sae.saved_architecture == "topk":
@@ -75,7 +75,7 @@ def load_sae(path: str | Path, model=None, hook_name: str | None = None,
     if (sae.saved_architecture == "topk" and raw.get("rescale_acts_by_decoder_norm")):
         raise ValueError(f"{path}: rescale_acts_by_decoder_norm=True TopK SAEs are not supported by mechlib")
     tensors = {name: t.float() for name, t in load_file(str(path / WEIGHTS)).items()}
-    want = {"W_enc": (cfg.d_in, cfg.d_sae), "W_dec": (cfg.d_sae, cfg.d_in), "b_enc": (cfg.d_sae,), "b_dec": (cfg.d_in,)}
+    want = {"W_enc": (cfg.d_in, cfg.d_sae), "W_dec": (cfg.d_sae, sae.d_out), "b_enc": (cfg.d_sae,), "b_dec": (sae.d_out,)}
     if sae.saved_architecture == "jumprelu":
         want["threshold"] = (cfg.d_sae,)
     for name, shape in want.items():

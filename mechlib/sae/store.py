@@ -21,10 +21,14 @@ from mechlib.sae.tokens import pretokenized
 
 
 class InMemoryActivations:
-    """Shuffled batches [batch_size, d_in] from a fixed tensor of activations [n, d_in]."""
+    """Shuffled batches [batch_size, d_in] from a fixed tensor of activations [n, d_in]; with targets [n, d_out]
+    (a transcoder's), batches of (activations, targets) rows drawn together."""
 
-    def __init__(self, activations: torch.Tensor, batch_size: int, seed: int = 0, scale: float = 1.0):
-        self.activations, self.batch_size, self.scale = activations, batch_size, scale
+    def __init__(self, activations: torch.Tensor, batch_size: int, seed: int = 0, scale: float = 1.0,
+                 targets: torch.Tensor | None = None):
+        if targets is not None and len(targets) != len(activations):
+            raise ValueError(f"{len(activations)} activations but {len(targets)} targets: one target row per input")
+        self.activations, self.batch_size, self.scale, self.targets = activations, batch_size, scale, targets
         self.generator = torch.Generator().manual_seed(seed)
         self._order, self._pos = torch.randperm(len(activations), generator=self.generator), 0
 
@@ -32,11 +36,13 @@ class InMemoryActivations:
     def device(self) -> torch.device:
         return self.activations.device
 
-    def next_batch(self) -> torch.Tensor:
+    def next_batch(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if self._pos + self.batch_size > len(self._order):
             self._order, self._pos = torch.randperm(len(self.activations), generator=self.generator), 0
         idx = self._order[self._pos:self._pos + self.batch_size]
         self._pos += self.batch_size
+        if self.targets is not None:
+            return self.activations[idx] * self.scale, self.targets[idx] * self.scale
         return self.activations[idx] * self.scale
 
     def state_dict(self) -> dict:
@@ -101,19 +107,24 @@ class ActivationStore:
     "expected_average_only_in"); the factor is `self.scale`, measured once on the first buffer.
     n_tokens: about how many corpus tokens the run will read; given, the default corpus stream is
     tokenized once and cached on disk (`tokens.pretokenized`: the same batches, without the Python work
-    that bounds a GPU).
+    that bounds a GPU). target: a second hook whose activations at the same positions are the targets (a
+    transcoder's, e.g. "blocks.1.hook_mlp_out" for the input "blocks.1.mlp.hook_in"); next_batch then returns
+    (inputs, targets), both scaled by `self.scale` (measured on the inputs).
     """
 
     def __init__(self, model, hook: str, batch_size: int = 4096, buffer_size: int = 65536,
                  tokens: Iterator[torch.Tensor] | None = None, token_batch_size: int = 32, seed: int = 0,
-                 normalize: bool = False, device: str | torch.device | None = None, n_tokens: int | None = None):
-        self.model, self.hook, self.batch_size = model, hook, batch_size
+                 normalize: bool = False, device: str | torch.device | None = None, n_tokens: int | None = None,
+                 target: str | None = None):
+        self.model, self.hook, self.batch_size, self.target = model, hook, batch_size, target
         self.backend = "nnsight" if is_nnsight(model) else "transformer_lens"
         self.device = device or (model.cfg.device if self.backend == "transformer_lens" else model.device)
         if batch_size > buffer_size // 2:
             raise ValueError(f"buffer_size ({buffer_size}) must be at least twice batch_size ({batch_size})")
         if self.backend == "transformer_lens":
             hook_width(model, hook)  # a clear error for a hook the model doesn't have
+            if target is not None:
+                hook_width(model, target)
         self.buffer_size = buffer_size
         if tokens is None:
             tokens = (pretokenized(model, n_tokens, token_batch_size, seed) if n_tokens
@@ -123,23 +134,29 @@ class ActivationStore:
         self.buffer: torch.Tensor | None = None  # [n, d_in], on self.device
         self.scale = 1.0
         self._fill()
-        self.d_in = self.buffer.shape[-1]
+        self.d_in = self.buffer.shape[-1] if target is None else self._width
         if normalize:
-            self.scale = float(self.buffer.shape[-1] ** 0.5 / self.buffer.norm(dim=-1).mean())
+            inputs = self.buffer[:, :self.d_in]
+            self.scale = float(self.d_in ** 0.5 / inputs.norm(dim=-1).mean())
 
     @torch.no_grad()
     def activations(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The hook's activations on tokens [batch, seq], without BOS/pad positions.  # [n, d_in]"""
+        """The hook's activations on tokens [batch, seq], without BOS/pad positions, and with a target hook the
+        target's beside them.  # [n, d_in] or [n, d_in + d_out]"""
         tokens = tokens.to(self.device)
+        hooks = [self.hook] if self.target is None else [self.hook, self.target]
         if self.backend == "transformer_lens":
-            _, cache = self.model.run_with_cache(tokens, names_filter=self.hook, **stop_after(self.hook))
-            acts = cache[self.hook]
+            last = max(hooks, key=lambda h: stop_after(h).get("stop_at_layer", 10**9))
+            _, cache = self.model.run_with_cache(tokens, names_filter=hooks, **stop_after(last))
+            acts = [cache[h] for h in hooks]
         else:
-            with self.model.trace(tokens):
-                out = module_at(self.model, self.hook).output
-                saved = out.save()
-            acts = saved[0] if isinstance(saved, tuple) else saved
-        return acts[real_tokens(self.model.tokenizer, tokens)].float()
+            saved = []
+            with self.model.trace(tokens):  # a plain loop: nnsight traces this block's own code
+                for h in hooks:
+                    saved.append(module_at(self.model, h).output.save())
+            acts = [out[0] if isinstance(out, tuple) else out for out in saved]
+        self._width = acts[0].shape[-1]
+        return torch.cat(acts, -1)[real_tokens(self.model.tokenizer, tokens)].float()
 
     def _fill(self) -> None:
         """Top the buffer up to buffer_size with fresh activations and shuffle it."""
@@ -153,12 +170,12 @@ class ActivationStore:
         perm = torch.randperm(len(buffer), generator=self.generator).to(buffer.device)
         self.buffer = buffer[perm]
 
-    def next_batch(self) -> torch.Tensor:
-        """[batch_size, d_in], scaled by self.scale."""
+    def next_batch(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """[batch_size, d_in], scaled by self.scale; with a target hook, (inputs, targets)."""
         if len(self.buffer) - self.batch_size < self.buffer_size // 2:
             self._fill()
-        batch, self.buffer = self.buffer[: self.batch_size], self.buffer[self.batch_size:]
-        return batch * self.scale
+        batch, self.buffer = self.buffer[: self.batch_size] * self.scale, self.buffer[self.batch_size:]
+        return batch if self.target is None else (batch[:, :self.d_in], batch[:, self.d_in:])
 
     def state_dict(self) -> dict:
         """Everything needed to continue the same stream: the buffer, the RNG and the token source's position."""

@@ -107,5 +107,8 @@ class TopKSAE(SAE):
     def fold_input_scale(self, scale: float) -> None:
         """As SAE.fold_input_scale; the decoder's length is not free here, so the latents shrink by
         1/scale instead (which latents fire is unchanged)."""
+        if self.transcoder:
+            raise ValueError("fold_input_scale is for SAEs, which read and write one space: train a transcoder "
+                             "on raw activations, or scale its input and output yourself")
         self.b_enc_v /= scale
         self.b_dec /= scale

@@ -2,7 +2,8 @@
 showing live L0, FVU and the dead fraction, dead-latent remedies, and checkpoints that resume exactly.
 
 A data source is anything with next_batch() -> [batch, d_in] (ActivationStore, InMemoryActivations),
-or a plain function returning a batch. To resume exactly, it must also have state_dict() and
+or a plain function returning a batch; for a transcoder, next_batch() -> (inputs [batch, d_in], targets
+[batch, d_out]). To resume exactly, it must also have state_dict() and
 load_state_dict().
 """
 
@@ -40,6 +41,9 @@ class Trainer:
         self.sae, self.cfg = sae, cfg or TrainConfig()
         if self.cfg.remedy not in ("none", "resample", "ghost_grads"):
             raise ValueError(f"unknown remedy {self.cfg.remedy!r}: use 'none', 'resample' or 'ghost_grads'")
+        if self.cfg.remedy == "resample" and sae.transcoder:
+            raise ValueError("resampling points dead latents at badly reconstructed inputs, which a transcoder "
+                             "doesn't reconstruct: use remedy='ghost_grads', or an architecture with AuxK (topk)")
         self.source = source
         self.next_batch: Callable[[], torch.Tensor] = getattr(source, "next_batch", source)
         self.optimizer = torch.optim.Adam(sae.parameters(), lr=self.cfg.lr)
@@ -57,11 +61,12 @@ class Trainer:
     def step(self) -> dict[str, torch.Tensor]:
         sae, cfg = self.sae, self.cfg
         sae.train()
-        x = self.next_batch()
+        batch = self.next_batch()
+        x, target = batch if isinstance(batch, tuple) else (batch, batch)  # a transcoder's (input, target)
         dead = self.dead()
-        loss, parts = sae.loss(x, dead)
+        loss, parts = sae.loss(x, dead, target)
         if cfg.remedy == "ghost_grads":
-            loss = loss + ghost_grads_loss(sae, x, parts["x_hat"], parts["pre"], dead)
+            loss = loss + ghost_grads_loss(sae, target, parts["x_hat"], parts["pre"], dead)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip_grad_norm is not None:
@@ -77,7 +82,7 @@ class Trainer:
             n = resample_dead_latents(sae, self.optimizer, self.dead(), inputs, self.generator)
             self.since_fired[self.dead()] = 0
             self.resampled += n
-        parts["x"], parts["loss"] = x, loss
+        parts["x"], parts["loss"] = target, loss  # FVU is of what the module reconstructs
         return parts
 
     def run(self, progress: bool = True, checkpoint: str | Path | None = None,
