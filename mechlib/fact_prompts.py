@@ -18,7 +18,7 @@ import torch
 from mechlib import corpus
 from mechlib.course_tokenizers import encode, spaced_pieces
 from mechlib.loading import model_device
-from mechlib.model_diff import lens_logits, residual_at
+from mechlib.model_diff import logits_at
 
 PHRASINGS = corpus.FACT_TEMPLATES + corpus.FACT_TEMPLATES_HELD_OUT  # trained first, then held out
 
@@ -98,14 +98,13 @@ def answer_logits(model, facts: FactPrompts, fwd_hooks=(), chunk: int = 128) -> 
     out = []
     for start in range(0, len(facts), chunk):
         rows = facts[torch.arange(start, min(start + chunk, len(facts)))]
-        tokens, index = rows.tokens.to(device), torch.arange(len(rows), device=device)
-        if hasattr(model, "hook_dict"):  # TransformerLens: the final residual stream, then the unembedding
-            with model.hooks(fwd_hooks=list(fwd_hooks)):
-                final = residual_at(model, tokens, rows.last)[-1]  # [rows, d_model]
-            out.append(lens_logits(model, final, torch.arange(model.cfg.d_vocab, device=device)))
+        tokens = rows.tokens.to(device)
+        if hasattr(model, "hook_dict"):  # TransformerLens
+            out.append(logits_at(model, tokens, rows.last, fwd_hooks))
         else:  # Hugging Face: the body's last hidden state (final norm included), then the output embedding
             if fwd_hooks:
                 raise ValueError("fwd_hooks are TransformerLens hooks: load the model with backend='transformer_lens'")
-            hidden = model.base_model(tokens).last_hidden_state[index, rows.last.to(device)]  # [rows, d_model]
+            rows_at = torch.arange(len(rows), device=device)
+            hidden = model.base_model(tokens).last_hidden_state[rows_at, rows.last.to(device)]  # [rows, d_model]
             out.append(model.get_output_embeddings()(hidden))
     return torch.cat(out)

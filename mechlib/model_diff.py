@@ -50,11 +50,23 @@ def residual_at(model, tokens: torch.Tensor, positions: torch.Tensor) -> torch.T
     return torch.stack(out)
 
 
-def lens_logits(model, resid: torch.Tensor, token_ids: torch.Tensor | list[int]) -> torch.Tensor:
+def lens_logits(model, resid: torch.Tensor, token_ids: torch.Tensor | list[int] | None = None) -> torch.Tensor:
     """The logit lens (nostalgebraist 2020): the model's final LayerNorm and unembedding applied to a residual
-    stream [..., d_model], read at token_ids only.  # [..., n_tokens]"""
-    ids = torch.as_tensor(token_ids, device=resid.device)
+    stream [..., d_model], read at token_ids only (None: the whole vocabulary).  # [..., n_tokens]"""
     with torch.no_grad():
         normed = model.ln_final(resid.reshape(-1, 1, resid.shape[-1]))[:, 0]  # [rows, d_model]
-        logits = normed @ model.W_U[:, ids] + model.b_U[ids]  # [rows, n_tokens]
-    return logits.reshape(*resid.shape[:-1], len(ids))
+        if token_ids is None:
+            logits = normed @ model.W_U + model.b_U  # [rows, d_vocab]
+        else:
+            ids = torch.as_tensor(token_ids, device=resid.device)
+            logits = normed @ model.W_U[:, ids] + model.b_U[ids]  # [rows, n_tokens]
+    return logits.reshape(*resid.shape[:-1], logits.shape[-1])
+
+
+def logits_at(model, tokens: torch.Tensor, positions: torch.Tensor, fwd_hooks=()) -> torch.Tensor:
+    """A TransformerLens model's logits at one position per row of tokens [n, pos] (positions [n]), optionally
+    under fwd_hooks, unembedding only those positions: every position's logits over GPT-2's 50,257 tokens would
+    cost more than the rest of a small model.  # [n, d_vocab]"""
+    with model.hooks(fwd_hooks=list(fwd_hooks)):
+        final = residual_at(model, tokens, positions)[-1]  # [n, d_model]
+    return lens_logits(model, final)

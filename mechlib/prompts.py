@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 
 from mechlib.loading import is_nnsight, model_device
-from mechlib.model_diff import lens_logits, residual_at
+from mechlib.model_diff import logits_at
 
 
 def encode(model, text: str, bos: bool = True) -> torch.Tensor:
@@ -76,9 +76,7 @@ def last_logits(model, prompts: Sequence[str], fwd_hooks: Sequence = (), chunk: 
             for start in range(0, len(same), chunk):
                 idx = same[start:start + chunk]
                 tokens = torch.stack([rows[i] for i in idx]).to(model_device(model))  # [group, pos]
-                with model.hooks(fwd_hooks=list(fwd_hooks)):  # only the last position is unembedded
-                    final = residual_at(model, tokens, torch.full((len(idx),), tokens.shape[1] - 1))[-1]  # [group, d_model]
-                logits = lens_logits(model, final, torch.arange(model.cfg.d_vocab, device=final.device))  # [group, d_vocab]
+                logits = logits_at(model, tokens, torch.full((len(idx),), tokens.shape[1] - 1), fwd_hooks)  # [group, d_vocab]
                 for i, row in zip(idx, logits):
                     out[i] = row
     return torch.stack(out)

@@ -134,7 +134,7 @@ class ActivationStore:
         self.buffer: torch.Tensor | None = None  # [n, d_in], on self.device
         self.scale = 1.0
         self._fill()
-        self.d_in = self.buffer.shape[-1] if target is None else self._width
+        self.d_in = self._width  # the input hook's width (the buffer holds the target's beside it)
         if normalize:
             inputs = self.buffer[:, :self.d_in]
             self.scale = float(self.d_in ** 0.5 / inputs.norm(dim=-1).mean())
