@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
 export PYTHONUNBUFFERED := 1
 
-.PHONY: course test lab course-model saes toy-models evaluate notebooks refresh install clean
+.PHONY: course test lab course-model saes transcoders toy-models evaluate notebooks refresh install clean
 
 # MODEL=course-bpe (or gpt2, with internet) runs the lessons on another model; course by default.
 course: $(STAMP)  ## run every lesson headless; executed copies and HTML go to build/
@@ -42,6 +42,10 @@ saes: $(STAMP)  ## retrain the SAEs shipped in data/saes/ (about 45 min on 2 CPU
 	$(SAE_TRAIN) --model course-bpe --steps 300 --lr 3e-3 --hook blocks.2.hook_resid_post --architecture topk --k 16 --dead-after 50 --out data/saes/course-bpe/L2-topk-8x
 	$(BIN)/python -m mechlib.sae compare --model course --out data/saes/compare
 	$(BIN)/python -m mechlib.sae compare --model course-bpe --out data/saes/course-bpe/compare
+
+# Lesson 08's transcoders, one per layer of each course model (mechlib.transcoders.RECIPE), with their metrics.
+transcoders: $(STAMP)  ## retrain the transcoders shipped in data/transcoders/ (MODEL=course or course-bpe; both by default)
+	$(foreach m,$(or $(MODEL),course course-bpe),$(BIN)/python -m mechlib.transcoders --model $(m) &&) true
 
 # Lesson 02's phase diagram and geometry sweeps (mechlib.toy_sweeps), which the lesson loads: about 80 s.
 toy-models: $(STAMP)  ## retrain the toy-model sweeps shipped in data/toy_models/

@@ -287,3 +287,45 @@ def test_lesson_06_checks_accept_mechlib_and_reject_plausible_mistakes(capsys):
     assert not check_add_vector(lambda v, c, p: (lambda act, hook: act + c * v))  # ignores positions
     assert not check_clamp_latent(lambda sae, l, v, p: add_vector(sae.W_dec[l], v, p))  # forgets the current value
     assert "hint" in capsys.readouterr().out
+
+
+def test_lesson_08_checks_accept_mechlib_and_reject_plausible_mistakes(course_tl, capsys):
+    import sys
+    from pathlib import Path
+
+    from mechlib.attribution import attribute
+    from mechlib.checks import check_error_node, check_influence, check_total_effects
+    from mechlib.graph_interventions import total_effects
+    from mechlib.graph_pruning import influence
+    from mechlib.transcoders import hooks, transcoders_for
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_attribution import random_transcoders
+
+    def error_node(model, tc, layer, tokens):
+        _, cache = model.run_with_cache(tokens, names_filter=list(hooks(layer)))
+        return cache[hooks(layer)[1]][0] - tc(cache[hooks(layer)[0]][0])[0]
+
+    def wrong_hook(model, tc, layer, tokens):  # reads the residual stream, not the MLP's normalised input
+        _, cache = model.run_with_cache(tokens, names_filter=[f"blocks.{layer}.hook_resid_mid", hooks(layer)[1]])
+        return cache[hooks(layer)[1]][0] - tc(cache[f"blocks.{layer}.hook_resid_mid"][0])[0]
+
+    def with_weights(shares, weights):  # counts the logits' own weight as influence
+        return influence(shares, weights) + weights
+
+    def one_step(shares, weights):  # direct edges only
+        return weights @ shares
+
+    def direct_only(graph):
+        nf = graph.n_features
+        return graph.adjacency[graph.logits, :nf] / graph.activations
+
+    tcs = transcoders_for(course_tl, "course")
+    graph = attribute(course_tl, random_transcoders(course_tl), "The Eiffel Tower is in")
+    assert check_influence(influence) and check_error_node(error_node, course_tl, tcs)
+    assert check_total_effects(total_effects, graph)
+    assert not check_influence(with_weights) and not check_influence(one_step)
+    assert not check_error_node(wrong_hook, course_tl, tcs)
+    assert not check_error_node(lambda *a: -error_node(*a), course_tl, tcs)
+    assert not check_total_effects(direct_only, graph)
+    assert "hint" in capsys.readouterr().out

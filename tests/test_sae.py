@@ -663,12 +663,32 @@ def test_a_transcoder_learns_to_write_another_space_with_the_one_trainer(arch):
     assert torch.equal(tc.encode(x), z)
 
 
-def test_a_transcoder_file_round_trips(tmp_path):
+@pytest.mark.parametrize("skip", [False, True])
+def test_a_transcoder_file_round_trips(tmp_path, skip):
     x, _, _ = _transcoder_data(64)
-    tc = make_sae(SAEConfig(d_in=24, d_sae=32, d_out=8, architecture="topk", k=4, seed=5))
+    tc = make_sae(SAEConfig(d_in=24, d_sae=32, d_out=8, architecture="topk", k=4, skip=skip, seed=5))
+    if skip:
+        with torch.no_grad():
+            tc.W_skip.normal_()
     back = load_sae(save_sae(tc, tmp_path / "tc"))
-    assert back.transcoder and back.W_dec.shape == (32, 8)
-    assert torch.allclose(back(x)[0], tc(x)[0], atol=1e-6)
+    assert back.transcoder and back.W_dec.shape == (32, 8) and (back.W_skip is not None) == skip
+    assert torch.allclose(back(x)[0], tc(x)[0], atol=1e-5)
+
+
+def test_a_skip_connection_fits_what_a_few_latents_cannot():
+    """Target = a dense linear map of the input + sparse features written elsewhere: a TopK transcoder with 4 active
+    latents can only approximate the dense part; with a skip connection the fit is several times better."""
+    x, y_sparse, writes = _transcoder_data()
+    linear = torch.randn(8, 24, generator=torch.Generator().manual_seed(9)) / 24 ** 0.5  # [d_out, d_in]
+    y = y_sparse + x @ linear.T
+    fits = {}
+    for skip in (False, True):
+        tc = make_sae(SAEConfig(d_in=24, d_sae=32, d_out=8, architecture="topk", k=4, skip=skip))
+        train_sae(tc, InMemoryActivations(x, 256, targets=y), steps=1500, lr=3e-3, progress=False)
+        fits[skip] = fvu(y, tc.eval()(x)[0]).item()
+    assert fits[True] < 0.01 and fits[True] < fits[False] / 3, fits
+    with pytest.raises(ValueError, match="skip connection maps a transcoder"):
+        make_sae(SAEConfig(d_in=24, d_sae=32, skip=True))
 
 
 def test_transcoder_mistakes_are_explained():

@@ -6,7 +6,9 @@ Shapes: x [batch, d_in], pre-activations and latents [batch, d_sae], W_enc [d_in
 
 A transcoder is the same module with another output (cfg.d_out): it reads x [batch, d_in] and writes an estimate of
 a target y [batch, d_out], such as an MLP's output from its input (Dunefsky et al. 2024), with W_dec [d_sae, d_out]
-and b_dec [d_out] and no input centring. Every architecture and the one trainer serve both.
+and b_dec [d_out] and no input centring. Every architecture and the one trainer serve both. A skip transcoder
+(cfg.skip) adds a linear map of its input to its output, x @ W_skip.T (Paulo et al. 2025, "Transcoders beat sparse
+autoencoders for interpretability"): the latents then only need to explain what is not linear.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class SAEConfig:
     threshold_init: float = 0.001  # jumprelu: initial threshold
     threshold_lr: float = 0.01  # batchtopk: rate of the moving average that sets the inference threshold
     d_out: int | None = None  # a transcoder's output width (it reads d_in, writes d_out); None: an SAE (d_in)
+    skip: bool = False  # a transcoder's linear skip connection W_skip [d_out, d_in] (Paulo et al. 2025)
     seed: int = 0
     metadata: dict = field(default_factory=dict)  # model_name, hook_name, ...: saved with the weights
 
@@ -57,6 +60,10 @@ class SAE(torch.nn.Module):
         else:  # W_enc starts as the decoder's transpose
             w_enc = w_dec.T.clone()
         self.register_weights(w_enc, w_dec, torch.zeros(cfg.d_sae), torch.zeros(self.d_out))
+        if cfg.skip and not self.transcoder:
+            raise ValueError("a skip connection maps a transcoder's input to its output: set d_out as well")
+        # [d_out, d_in] (circuit-tracer's layout), starting at zero; None without a skip connection
+        self.W_skip = torch.nn.Parameter(torch.zeros(self.d_out, cfg.d_in)) if cfg.skip else None
 
     @property
     def transcoder(self) -> bool:
@@ -96,9 +103,14 @@ class SAE(torch.nn.Module):
         """latents [..., d_sae] -> reconstruction [..., d_in]."""
         return z @ self.W_dec + self.b_dec
 
+    def skip_connection(self, x: torch.Tensor) -> torch.Tensor | float:
+        """A skip transcoder's linear part, x [..., d_in] -> [..., d_out]; 0 without one."""
+        return 0.0 if self.W_skip is None else x @ self.W_skip.T
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x -> (estimate, latents): the decoded latents, plus the skip connection if there is one."""
         z = self.encode(x)
-        return self.decode(z), z
+        return self.decode(z) + self.skip_connection(x), z
 
     # -- training --
     def reconstruct(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,6 +138,7 @@ class SAE(torch.nn.Module):
                                 "give a transcoder SAEConfig(d_out=...) to predict another activation"))
         pre = self.pre_activation(x)
         x_hat, z = self.reconstruct(pre)
+        x_hat = x_hat + self.skip_connection(x)
         mse = (x_hat - target).pow(2).sum(-1).mean()
         sparsity = self.sparsity_loss(z, pre)
         aux = self.aux_loss(target, x_hat, pre, dead)
@@ -158,8 +171,9 @@ class SAE(torch.nn.Module):
             getattr(self, name).copy_(tensors[name])
 
     def inference_weights(self) -> dict[str, torch.Tensor]:
-        """W_enc, W_dec, b_enc, b_dec as an inference SAE of saved_architecture uses them."""
-        return {name: getattr(self, name).detach() for name in ("W_enc", "W_dec", "b_enc", "b_dec")}
+        """W_enc, W_dec, b_enc, b_dec (and W_skip) as an inference SAE of saved_architecture uses them."""
+        names = ("W_enc", "W_dec", "b_enc", "b_dec") + (("W_skip",) if self.W_skip is not None else ())
+        return {name: getattr(self, name).detach() for name in names}
 
     def inference_threshold(self) -> torch.Tensor | None:
         """For architectures saved as JumpReLU: the per-latent threshold [d_sae]."""

@@ -78,6 +78,8 @@ def load_sae(path: str | Path, model=None, hook_name: str | None = None,
     want = {"W_enc": (cfg.d_in, cfg.d_sae), "W_dec": (cfg.d_sae, sae.d_out), "b_enc": (cfg.d_sae,), "b_dec": (sae.d_out,)}
     if sae.saved_architecture == "jumprelu":
         want["threshold"] = (cfg.d_sae,)
+    if cfg.skip:
+        want["W_skip"] = (sae.d_out, cfg.d_in)
     for name, shape in want.items():
         if name not in tensors:
             raise ValueError(f"{path / WEIGHTS} lacks {name!r} (it has {sorted(tensors)}); a {arch} SAE needs {sorted(want)}")
@@ -86,6 +88,8 @@ def load_sae(path: str | Path, model=None, hook_name: str | None = None,
                              f"(d_in={cfg.d_in}, d_sae={cfg.d_sae}) needs {shape}")
     with torch.no_grad():
         sae.load_weights(tensors)
+        if cfg.skip:
+            sae.W_skip.copy_(tensors["W_skip"])
         if "threshold" in want:
             if cfg.architecture == "batchtopk":
                 sae.threshold.copy_(tensors["threshold"][0])

@@ -89,6 +89,38 @@ def stop_after(hook_name: str) -> dict:
     return {"stop_at_layer": int(parts[1]) + 1} if parts[0] == "blocks" and parts[1:2] and parts[1].isdigit() else {}
 
 
+class _Stop(Exception):
+    pass
+
+
+def run_until(model, tokens: torch.Tensor, fwd_hooks: list, hook_name: str) -> torch.Tensor:
+    """The activation at `hook_name` of a TransformerLens run with `fwd_hooks`, stopping there: nothing after it is
+    computed. (stop_at_layer cannot stop after the last block; this can, sparing a 50,257-token vocabulary's
+    logits, which cost more than the whole small model.)  # [batch, pos, ...]"""
+    out = {}
+
+    def stop(act, hook):
+        out["act"] = act
+        raise _Stop
+
+    try:
+        with model.hooks(fwd_hooks=list(fwd_hooks) + [(hook_name, stop)]):
+            model(tokens)
+    except _Stop:
+        return out["act"]
+    raise RuntimeError(f"the run did not reach {hook_name}")
+
+
+def cache_until(model, tokens: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+    """The activations of `names` (block hooks, "blocks.N....") in one run that stops after the last of their
+    blocks."""
+    cache: dict[str, torch.Tensor] = {}
+    layer = max(int(n.split(".")[1]) for n in names)
+    after = f"blocks.{layer + 1}.hook_resid_pre" if layer + 1 < model.cfg.n_layers else "ln_final.hook_in"
+    run_until(model, tokens, [(n, (lambda n: lambda act, hook: cache.__setitem__(n, act))(n)) for n in names], after)
+    return cache
+
+
 def real_tokens(tokenizer, tokens: torch.Tensor) -> torch.Tensor:
     """[batch, seq] bool: False at BOS, padding and end-of-text tokens, whose activations SAEs skip."""
     special = {t for t in (tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None}
@@ -146,8 +178,10 @@ class ActivationStore:
         tokens = tokens.to(self.device)
         hooks = [self.hook] if self.target is None else [self.hook, self.target]
         if self.backend == "transformer_lens":
-            last = max(hooks, key=lambda h: stop_after(h).get("stop_at_layer", 10**9))
-            _, cache = self.model.run_with_cache(tokens, names_filter=hooks, **stop_after(last))
+            if all(stop_after(h) for h in hooks):  # block hooks: stop after the last block needed, even the model's last
+                cache = cache_until(self.model, tokens, hooks)
+            else:
+                _, cache = self.model.run_with_cache(tokens, names_filter=hooks)
             acts = [cache[h] for h in hooks]
         else:
             saved = []
