@@ -180,14 +180,21 @@ def plot_graph(graph: Graph, kept: Pruned, edges_shown: int = 150, ax=None):
 def circuit_tracer_json(graph: Graph, kept: Pruned, slug: str, scan: str = "mechlib-course") -> dict:
     """The kept graph in the JSON layout circuit-tracer writes for its viewer (metadata, qParams, nodes, links),
     with its node-id conventions: "{layer}_{latent}_{pos}" for features, "{layer}_-1_{pos}" for errors,
-    "E_{token}_{pos}" for embeddings, "{n_layers + 1}_{token}_{pos}" for logits."""
+    "E_{token}_{pos}" for embeddings, "{n_layers + 1}_{token}_{pos}" for logits. As there, a node's "influence" is its
+    cumulative score (the share of the total influence carried by it and every node more influential than it), which
+    the viewer's pruning slider compares, and a feature's "feature" number pairs layer and latent (Cantor pairing).
+    It writes no graph-metadata.json."""
+    order = kept.influence.argsort(descending=True)
+    cumulative = torch.empty_like(kept.influence)
+    cumulative[order] = kept.influence[order].cumsum(0) / kept.influence.sum().clamp(min=1e-10)
     nodes, ids = [], {}
     for n in kept.nodes.nonzero()[:, 0].tolist():
-        infl = round(float(kept.influence[n]), 6)
+        infl = round(float(cumulative[n]), 6)
         pos = graph.position(n)
         if n < graph.n_features:
             layer, _, latent = graph.features[n].tolist()
-            node = {"node_id": f"{layer}_{latent}_{pos}", "feature": latent, "layer": str(layer),
+            paired = (layer + latent) * (layer + latent + 1) // 2 + latent  # unique across layers
+            node = {"node_id": f"{layer}_{latent}_{pos}", "feature": paired, "layer": str(layer),
                     "feature_type": "cross layer transcoder", "jsNodeId": f"{layer}_{latent}-0",
                     "activation": float(graph.activations[n])}
         elif n < graph.errors.stop:

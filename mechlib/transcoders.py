@@ -10,8 +10,8 @@ the step that makes attribution graphs possible (Ameisen et al. 2025, lesson 08)
     replacement_metrics(model, tcs, eval_tokens(model))    # per-layer fidelity; CE increase, top-1 agreement
 
 The architecture is the SAEs' (mechlib.sae, SAEConfig.d_out), trained by the one SAE trainer. We train one
-transcoder per layer, not a cross-layer transcoder: per-layer transcoders train independently (a minute each
-here), and their graphs have one node per feature per layer, which is simpler to read; a cross-layer
+transcoder per layer, not a cross-layer transcoder: per-layer transcoders train independently (minutes
+each here), and their graphs have one node per feature per layer, which is simpler to read; a cross-layer
 transcoder, whose features write into every later layer, makes smaller graphs with fewer error nodes in
 large models (Ameisen et al. 2025), a gain these four-layer models do not need.
 """
