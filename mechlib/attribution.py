@@ -113,11 +113,6 @@ def _freeze_hooks(n_layers: int) -> list:
         [("ln_final.hook_scale", detach)]
 
 
-def final_residual(model, tokens: torch.Tensor, fwd_hooks: list) -> torch.Tensor:
-    """The final LayerNorm's output of a run with `fwd_hooks`, without the unembedding.  # [batch, pos, d_model]"""
-    return run_until(model, tokens, fwd_hooks, "ln_final.hook_out")
-
-
 def _skip(W_skip: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | float:
     """A skip transcoder's linear part (weights detached: attribution differentiates activations, not weights)."""
     return 0.0 if W_skip is None else x @ W_skip.T

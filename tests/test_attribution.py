@@ -5,7 +5,8 @@ removed on its own. Untrained (random) transcoders are enough: the graph must be
 import pytest
 import torch
 
-from mechlib.attribution import attribute, final_residual, logit_direction
+from mechlib.attribution import attribute, logit_direction
+from mechlib.sae.store import run_until
 from mechlib.prompts import answer_ids
 from mechlib.graph_pruning import completeness, influence, normalise, prune, replacement_score
 from mechlib.sae import SAEConfig, make_sae
@@ -40,7 +41,7 @@ def frozen_run(model, tokens, cache, resid0, mlp_outs, tcs):
             for L in range(n)]
     fwd += [(hooks(L)[0], (lambda L: lambda act, hook: ins.__setitem__(L, act[0]))(L)) for L in range(n)]
     with torch.no_grad():
-        final = final_residual(model, tokens, fwd)[0, -1]
+        final = run_until(model, tokens, fwd, "ln_final.hook_out")[0, -1]
     return ins, final
 
 
@@ -265,7 +266,7 @@ def test_source_contributions_are_what_removing_each_source_does_in_the_linearis
 
         fwd += [(hooks(L)[1], mlp(L)) for L in range(n)]
         with torch.no_grad():
-            final = final_residual(model, tokens, fwd)[0, -1]
+            final = run_until(model, tokens, fwd, "ln_final.hook_out")[0, -1]
             u, b = logit_direction(model, graph.logit_tokens, graph.minus)
             return final @ u + b
 

@@ -12,7 +12,7 @@ import torch
 
 from mechlib.concepts import CONCEPTS, LabelledTokens, concept_scores, f1_score
 from mechlib.sae.base import SAE
-from mechlib.sae.store import stop_after
+from mechlib.sae.store import cache_until
 
 
 @torch.no_grad()
@@ -21,8 +21,7 @@ def latent_activations(sae: SAE, model, hook_name: str, tokens: torch.Tensor, ch
     sae.eval()
     out = []
     for start in range(0, len(tokens), chunk):
-        _, cache = model.run_with_cache(tokens[start:start + chunk].to(model.cfg.device), names_filter=hook_name,
-                                        **stop_after(hook_name))
+        cache = cache_until(model, tokens[start:start + chunk].to(model.cfg.device), [hook_name])
         out.append(sae.encode(cache[hook_name].float().to(sae.W_dec.device)).cpu())  # the SAE may be elsewhere
     return torch.cat(out)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from mechlib.sae.base import SAE, fvu, l0
-from mechlib.sae.store import corpus_token_batches, real_tokens, stop_after
+from mechlib.sae.store import cache_until, corpus_token_batches, real_tokens
 
 
 def eval_tokens(model, n_batches: int = 8, batch_size: int = 32, seed: int = 12345) -> torch.Tensor:
@@ -40,7 +40,7 @@ def real_activations(model, hook_name: str, tokens: torch.Tensor, rows: int = 32
     rows at a time, stopping after the hook's block.  # [n, d_in]"""
     xs = []
     for chunk in tokens.to(model.cfg.device).split(rows):
-        _, cache = model.run_with_cache(chunk, names_filter=hook_name, **stop_after(hook_name))
+        cache = cache_until(model, chunk, [hook_name])
         xs.append(cache[hook_name][real_tokens(model.tokenizer, chunk)].float())
     return torch.cat(xs)
 

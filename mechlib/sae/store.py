@@ -112,12 +112,15 @@ def run_until(model, tokens: torch.Tensor, fwd_hooks: list, hook_name: str) -> t
 
 
 def cache_until(model, tokens: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
-    """The activations of `names` (block hooks, "blocks.N....") in one run that stops after the last of their
-    blocks."""
+    """The activations of `names` (detached) in one run that stops after the last of their blocks, even the model's
+    last; with a hook outside the blocks among them, the whole run."""
+    if not all(stop_after(n) for n in names):
+        return dict(model.run_with_cache(tokens, names_filter=list(names))[1].items())
     cache: dict[str, torch.Tensor] = {}
     layer = max(int(n.split(".")[1]) for n in names)
     after = f"blocks.{layer + 1}.hook_resid_pre" if layer + 1 < model.cfg.n_layers else "ln_final.hook_in"
-    run_until(model, tokens, [(n, (lambda n: lambda act, hook: cache.__setitem__(n, act))(n)) for n in names], after)
+    run_until(model, tokens, [(n, (lambda n: lambda act, hook: cache.__setitem__(n, act.detach()))(n)) for n in names],
+              after)
     return cache
 
 
@@ -178,10 +181,7 @@ class ActivationStore:
         tokens = tokens.to(self.device)
         hooks = [self.hook] if self.target is None else [self.hook, self.target]
         if self.backend == "transformer_lens":
-            if all(stop_after(h) for h in hooks):  # block hooks: stop after the last block needed, even the model's last
-                cache = cache_until(self.model, tokens, hooks)
-            else:
-                _, cache = self.model.run_with_cache(tokens, names_filter=hooks)
+            cache = cache_until(self.model, tokens, hooks)
             acts = [cache[h] for h in hooks]
         else:
             saved = []
