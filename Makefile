@@ -6,25 +6,51 @@ BIN    := $(VENV)/bin
 # torch spec downloads gigabytes of CUDA packages. Override it for another build, e.g. TORCH_SPEC=torch.
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
+# The workshop kit: `make wheelhouse` fills it; when it holds wheels, installs use it alone (no index, no network).
+WHEELHOUSE ?= wheelhouse
+OFFLINE := $(if $(wildcard $(WHEELHOUSE)/*.whl),--no-index --find-links $(WHEELHOUSE))
 # Notebooks run on the kernel of this venv, whatever kernels the machine has elsewhere.
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
 export PYTHONUNBUFFERED := 1
 
-.PHONY: course test lab course-model saes transcoders toy-models evaluate notebooks refresh install clean
+.PHONY: course test nbval lab site wheelhouse course-model saes transcoders toy-models evaluate notebooks refresh install clean
 
 # MODEL=course-bpe (or gpt2, with internet) runs the lessons on another model; course by default.
 course: $(STAMP)  ## run every lesson headless; executed copies and HTML go to build/
 	$(if $(MODEL),MECHLIB_MODEL=$(MODEL) )$(BIN)/python -m mechlib.lessons
 
-# Without MODEL: nbval on the course model, then every lesson headless on course-bpe. MODEL=x: nbval on x only.
+# Without MODEL: the unit tests, then nbval on the course model and each lesson headless on course-bpe, two jobs at a
+# time, one thread each (these small models gain little from a second thread; two jobs fill two cores). nbval goes
+# first, then the lessons from the last (mostly the longest) to the first; each job's output appears when it ends.
+# MODEL=x: nbval on x only.
+LESSONS := $(basename $(notdir $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))))
+reverse = $(if $(1),$(call reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword $(1)))
 test: $(STAMP)  ## unit tests, nbval over the lesson notebooks, and every lesson on the second model
 	$(BIN)/python -m pytest tests
-	MECHLIB_MODEL=$(or $(MODEL),course) $(BIN)/python -m pytest --nbval-lax --nbval-current-env \
-		--nbval-sanitize-with tests/nbval_sanitize.cfg notebooks/[0-9][0-9]_*.ipynb
-	$(if $(MODEL),,MECHLIB_MODEL=course-bpe $(BIN)/python -m mechlib.lessons --out build/course-bpe)
+	$(MAKE) --no-print-directory $(if $(MODEL),nbval,-j2 --output-sync=target JOB_THREADS=1 nbval \
+		$(addprefix course-bpe-,$(call reverse,$(LESSONS))))
 
-lab: $(STAMP)  ## JupyterLab in the course environment
-	$(BIN)/jupyter lab notebooks/
+JOB_THREADS ?=
+THREADS = $(if $(JOB_THREADS),OMP_NUM_THREADS=$(JOB_THREADS) )
+nbval: $(STAMP)  ## every lesson under nbval (MODEL=x for another model than the course model)
+	MECHLIB_MODEL=$(or $(MODEL),course) $(THREADS)$(BIN)/python -m pytest --nbval-lax --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg notebooks/[0-9][0-9]_*.ipynb
+
+course-bpe-%: $(STAMP)  # one lesson headless on course-bpe, e.g. make course-bpe-08_circuit_tracing
+	MECHLIB_MODEL=course-bpe $(THREADS)$(BIN)/python -m mechlib.lessons --out build/course-bpe notebooks/$*.ipynb
+
+# JupyterLab refuses to start as root unless told --allow-root: containers and many workshop images run as root.
+LAB_DIR ?= notebooks/
+lab: $(STAMP)  ## JupyterLab in the course environment (LAB_ARGS: more options for it)
+	$(BIN)/jupyter lab $(LAB_DIR) $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+site: $(STAMP)  ## the course website, from the committed lessons, into build/site (offline; see mechlib/site.py)
+	$(BIN)/python -m mechlib.site
+
+# Every wheel `make install` needs, at the tested versions, for this machine's platform and Python (476 MB with CPU torch).
+wheelhouse:  ## download the workshop kit: every wheel the course needs, into wheelhouse/
+	$(PYTHON) -m pip download -q -d $(WHEELHOUSE) -c constraints.txt "$(TORCH_SPEC)" ".[dev]" "setuptools>=68" wheel
+	@echo "$(WHEELHOUSE)/: $$(ls $(WHEELHOUSE) | wc -l) files, $$(du -sh $(WHEELHOUSE) | cut -f1); copy it with the repository"
 
 # MODEL=course or MODEL=course-bpe retrains one of them; both by default (under 30 min each on 2 CPU cores).
 course-model: $(STAMP)  ## retrain the course models from scratch, then print their targets
@@ -65,8 +91,8 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q $(OFFLINE) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q $(OFFLINE) -c constraints.txt -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (course)" >/dev/null
 	touch $@
 

@@ -94,6 +94,7 @@ def exercise_notebook(nb: nbformat.NotebookNode, name: str) -> nbformat.Notebook
     """The exercise version of a solution notebook: solutions stubbed, each in a collapsed block right below its
     exercise, outputs cleared."""
     ex = copy.deepcopy(nb)
+    ex.metadata.pop("widgets", None)  # the widget state of the solution's run: no outputs here to draw it
     cells = []
     for cell in ex.cells:
         cells.append(cell)

@@ -20,6 +20,7 @@ import torch
 
 from mechlib.attribution import Graph
 from mechlib.graph_pruning import Pruned
+from mechlib.live_html import iframe
 
 
 def _row(graph: Graph, node: int) -> int:
@@ -143,9 +144,7 @@ def show(graph: Graph, kept: Pruned, **kwargs):
     from IPython.display import HTML
 
     page = "<!doctype html><meta charset='utf-8'><body style='margin:0'>" + to_html(graph, kept, **kwargs)
-    height = 90 * (graph.n_layers + 2) + 170
-    return HTML(f'<div><iframe srcdoc="{html.escape(page, quote=True)}" style="width:100%;max-width:920px;'
-                f'height:{height}px;border:0" sandbox="allow-scripts"></iframe></div>')
+    return HTML(iframe(page, height=90 * (graph.n_layers + 2) + 170))
 
 
 def plot_graph(graph: Graph, kept: Pruned, edges_shown: int = 150, ax=None):

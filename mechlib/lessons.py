@@ -36,7 +36,10 @@ def run_notebook(path: Path, out_dir: Path = BUILD, timeout: int = 600, in_place
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:  # keep per-cell timestamps out of the committed notebooks
         cell.metadata.pop("execution", None)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+    # No widget state either: a headless run draws no widget, and every figure saves a static version as its output
+    # (mechlib.live_html); saved state would make exported HTML draw widgets with CDN JavaScript.
+    nb.metadata.pop("widgets", None)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False, store_widget_state=False,
                             resources={"metadata": {"path": str(path.parent)}})
     error = ""
     start = time.perf_counter()

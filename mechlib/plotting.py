@@ -1,13 +1,16 @@
 """Plots the lessons share: heatmaps (head scores, patching maps), bar charts (attributions) and
-attention patterns, static or browsable with ipywidgets."""
+attention patterns, static or browsable (static HTML/JS, and ipywidgets in a live kernel)."""
 
 from __future__ import annotations
 
+import html
 from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+
+from mechlib.live_html import Browsable, iframe, page
 
 
 def _numpy(x):
@@ -76,8 +79,50 @@ def attention_pattern(pattern: torch.Tensor, tokens: Sequence[str], title: str =
     return fig
 
 
-def attention_browser(patterns: torch.Tensor, tokens: Sequence[str]):
-    """Browse every head's pattern with layer and head sliders. patterns: [layer, head, query, key]."""
+_ATTENTION_JS = """
+const L = document.getElementById("layer"), H = document.getElementById("head");
+const title = document.getElementById("title"), grid = document.getElementById("grid");
+function draw() {
+  const l = +L.value, h = +H.value, m = DATA.patterns[l][h], t = DATA.tokens;
+  title.textContent = "L" + l + "H" + h;
+  let rows = "<tr><th></th>" + t.map(x => "<th class='k'><div>" + x + "</div></th>").join("") + "</tr>";
+  m.forEach((row, q) => { rows += "<tr><th class='q'>" + t[q] + "</th>" + row.map((v, k) =>
+    "<td title='" + t[q] + " \u2192 " + t[k] + ": " + v.toFixed(3) + "' style='background:rgba(37,99,235," + v +
+    ")'></td>").join("") + "</tr>"; });
+  grid.innerHTML = rows;
+}
+L.addEventListener("input", draw); H.addEventListener("input", draw); draw();
+"""
+_ATTENTION_CSS = ("td{width:18px;height:18px;border:1px solid #eee}th{font-weight:normal;font-family:monospace;"
+                  "white-space:pre}th.q{text-align:right;padding-right:4px}th.k div{writing-mode:vertical-rl;"
+                  "transform:rotate(180deg)}#title{font-weight:bold;margin-left:1em}")
+
+
+def attention_browser_html(patterns: torch.Tensor, tokens: Sequence[str]) -> str:
+    """The attention browser as self-contained HTML/JS (sliders for layer and head, the pattern as a shaded grid,
+    each cell's value on hover): no kernel, no CDN. patterns: [layer, head, query, key]."""
+    n_layers, n_heads = patterns.shape[:2]
+    data = {"patterns": np.round(_numpy(patterns), 3).tolist(), "tokens": [html.escape(t) for t in tokens]}
+    body = (f'<label>layer <input type="range" id="layer" min="0" max="{n_layers - 1}" value="0"></label> '
+            f'<label>head <input type="range" id="head" min="0" max="{n_heads - 1}" value="0"></label>'
+            '<span id="title"></span><div style="font-size:11px;color:#555">rows: query (attending); columns: key '
+            '(attended to); hover a cell for its value</div><table id="grid" style="border-collapse:collapse"></table>')
+    return iframe(page(body, _ATTENTION_JS, data, _ATTENTION_CSS), height=110 + 24 * len(tokens) + 8 * max(map(len, tokens)))
+
+
+def attention_browser(patterns: torch.Tensor, tokens: Sequence[str]) -> Browsable:
+    """Browse every head's pattern with layer and head sliders. patterns: [layer, head, query, key].
+    Displays as ipywidgets in a live kernel, as static HTML/JS (`attention_browser_html`) everywhere else."""
+    if patterns.ndim != 4 or patterns.shape[2:] != (len(tokens), len(tokens)):
+        raise ValueError(f"patterns must be [layer, head, query, key] with {len(tokens)} tokens on both of the last "
+                         f"axes, got shape {tuple(patterns.shape)}")
+    n_layers, n_heads = patterns.shape[:2]
+    return Browsable(attention_browser_html(patterns, tokens), lambda: _attention_widget(patterns, tokens),
+                     f"attention browser: {n_layers} layers x {n_heads} heads over {len(tokens)} tokens")
+
+
+def _attention_widget(patterns: torch.Tensor, tokens: Sequence[str]):
+    """The ipywidgets version: layer and head sliders redraw attention_pattern."""
     import ipywidgets as widgets
     from IPython.display import display
 

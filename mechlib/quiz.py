@@ -1,22 +1,16 @@
 """End-of-lesson quizzes: multiple-choice questions whose answers stay hidden until the learner asks,
-interactive (ipywidgets) in a live kernel and a collapsed `<details>` block in static HTML.
-
-Why two outputs: nbconvert's HTMLExporter ranks the widget view above "text/html"
-(`NbConvertBase.display_data_priority`) and skips it only when its model is missing from the notebook's
-saved widget state, which nbclient saves by default (`store_widget_state=True`, as in
-`mechlib.lessons.run_notebook`): a widget in the same output would win and be drawn by CDN JavaScript.
-So `Quiz` shows the static HTML as one output and, in a kernel, the widget as a second, hidden one; when a
-real frontend draws it, it bumps `_view_count` and the kernel unhides the widget and blanks the static
-copy. Headless runs never draw it, so the executed notebook and its HTML keep only the static quiz.
+interactive (ipywidgets) in a live kernel and a collapsed `<details>` block in static HTML (no JavaScript), shown
+as `mechlib.live_html` shows every figure that has both versions.
 """
 
 from __future__ import annotations
 
 import html
-import importlib.util
 import re
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
+
+from mechlib.live_html import display_live
 
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -122,25 +116,7 @@ class Quiz:
                             + [_question_widget(q, i) for i, q in enumerate(self.questions, 1)])
 
     def _ipython_display_(self) -> None:
-        from IPython import get_ipython
-        from IPython.display import display
-
-        static = display(self._repr_mimebundle_(), raw=True, display_id=True)
-        if getattr(get_ipython(), "kernel", None) is None or importlib.util.find_spec("ipywidgets") is None:
-            return  # a terminal (the text is all there is), or no widgets
-        box = self.widget()
-        box.layout.display = "none"
-        box._view_count = 0  # the frontend counts views from here on; a headless run never does
-
-        def drawn(change: dict) -> None:
-            if change["new"]:
-                box.layout.display = None
-                static.update({"text/plain": ""}, raw=True)
-                box.unobserve(drawn, "_view_count")
-
-        box.observe(drawn, "_view_count")
-        display({"application/vnd.jupyter.widget-view+json": box.get_view_spec(), "text/html": "",
-                 "text/plain": ""}, raw=True)
+        display_live(self._repr_mimebundle_(), self.widget)
 
 
 def _question_widget(q: Question, number: int):

@@ -3,6 +3,9 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import html  # noqa: E402
+import json  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -56,11 +59,21 @@ def test_mismatched_shapes_are_clear_errors(call):
         call()
 
 
-def test_attention_browser_has_a_slider_per_axis():
-    box = attention_browser(torch.rand(2, 3, 4, 4).softmax(-1), ["a", "b", "c", "d"])
+def test_attention_browser_has_a_slider_per_axis_live_and_static():
+    patterns = torch.rand(2, 3, 4, 4).softmax(-1)
+    browser = attention_browser(patterns, ["a", "b", "<c>", "d"])
+    box = browser.widget()  # the live version
     layer, head = box.children[0].children
     assert (layer.max, head.max) == (1, 2)
     head.value = 2  # redraws without error
+    static = html.unescape(browser.html())  # the static version: an iframe page holding every pattern
+    assert 'id="layer" min="0" max="1"' in static and 'id="head" min="0" max="2"' in static
+    data = json.loads(static.split("const DATA=")[1].split(";\n")[0])
+    assert torch.allclose(torch.tensor(data["patterns"]), patterns, atol=5e-4)
+    assert data["tokens"] == ["a", "b", "&lt;c&gt;", "d"]  # escaped: a token is text, not markup
+    assert "http" not in static  # nothing to fetch
+    with pytest.raises(ValueError, match="query, key"):
+        attention_browser(patterns, ["a", "b"])
 
 
 # ---------------------------------------------------------------- toy models

@@ -2,6 +2,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import html  # noqa: E402
+import json  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -67,5 +70,18 @@ def test_concept_matches_score_latents_against_the_labels(labelled):
 
 def test_feature_browser_builds(course_tl, sae, labelled):
     acts = latent_activations(sae, course_tl, HOOK, labelled.tokens)
-    box = feature_browser(sae, course_tl, acts, labelled.tokens, concept_matches(acts, labelled))
+    matches = concept_matches(acts, labelled)
+    browser = feature_browser(sae, course_tl, acts, labelled.tokens, matches)
+    box = browser.widget()  # the live version: a slider over every live latent
     assert len(box.children) == 2
+    alive = (acts > 0).flatten(0, -2).any(0)
+    assert list(box.children[0].options) == alive.nonzero().flatten().tolist()
+    static = html.unescape(browser.html())  # the static version: the best-matching latents, their data inline
+    data = json.loads(static.split("const DATA=")[1].split(";\n")[0])
+    shown = [int(d["header"].split("latent ")[1].split("<")[0]) for d in data["latents"]]
+    assert len(shown) == min(40, int(alive.sum())) and all(alive[i] for i in shown)
+    f1 = [matches[i].f1 for i in shown]
+    assert f1 == sorted(f1, reverse=True) and f1[0] == max(m.f1 for m, a in zip(matches, alive) if a)
+    first = data["latents"][0]
+    assert sum(first["hist"]) == first["fires"] == int((acts[..., shown[0]] > 0).sum())
+    assert first["contexts"][0]["activation"] == pytest.approx(float(acts[..., shown[0]].max()), abs=1e-3)

@@ -58,7 +58,7 @@ def contexts_html(contexts: list[Context]) -> str:
         spans = []
         for i, (tok, a) in enumerate(zip(c.tokens, c.acts)):
             alpha = max(0.0, a / peak)
-            style = f"background: rgba(255, 140, 0, {alpha:.2f});"
+            style = f"background: rgba(255, 140, 0, {alpha:.2f}); margin-right: 3px;"
             if i == c.position:
                 style += " border: 1px solid black; font-weight: bold;"
             spans.append(f'<span style="{style}">{html.escape(tok)}</span>')
@@ -120,9 +120,83 @@ def concepts_found(matches: list[ConceptMatch], min_f1: float = 0.8) -> dict[str
     return found
 
 
+def _latent_header(sae: SAE, model, latent: int, matches: list[ConceptMatch] | None) -> str:
+    """The browser's summary of a latent: its concept match and the tokens its decoder promotes and suppresses."""
+    top, bottom = logit_effects(sae, model, latent)
+    text = [f"<b>latent {latent}</b>"]
+    if matches is not None:
+        m = matches[latent]
+        text.append(f"best concept: <b>{m.concept}</b> (precision {m.precision:.2f}, recall {m.recall:.2f}, F1 {m.f1:.2f})")
+    text.append("promotes: " + ", ".join(f"{html.escape(t)} ({v:+.2f})" for t, v in top[:6]))
+    text.append("suppresses: " + ", ".join(f"{html.escape(t)} ({v:+.2f})" for t, v in bottom[:6]))
+    return "<br>".join(text)
+
+
+_BROWSER_JS = """
+const S = document.getElementById("latent"), out = document.getElementById("out");
+const esc = s => s.replace(/&/g, "&amp;").replace(/</g, "&lt;");
+function draw() {
+  const d = DATA.latents[+S.value];
+  let h = d.header + "<div style='margin:6px 0'>";
+  d.contexts.forEach(c => { const peak = Math.max(...c.acts) || 1;
+    h += "<div class='ctx'>" + c.activation.toFixed(2) + " &nbsp; " + c.tokens.map((t, i) => "<span style='background:" +
+      "rgba(255,140,0," + Math.max(0, c.acts[i] / peak).toFixed(2) + ")" + (i === c.position ? ";border:1px solid black;" +
+      "font-weight:bold" : "") + "'>" + esc(t) + "</span>").join("") + "</div>"; });
+  if (!d.contexts.length) h += "<i>this latent never fires on these tokens</i>";
+  const top = Math.max(...d.hist, 1), w = 300 / d.hist.length;
+  h += "</div><svg width='320' height='90'>" + d.hist.map((n, i) => "<rect x='" + (10 + i * w) + "' y='" + (70 - 60 * n / top) +
+    "' width='" + (w - 1) + "' height='" + (60 * n / top) + "' fill='#2563eb'/>").join("") + "<text x='10' y='85' font-size='10'>" +
+    d.lo.toFixed(2) + "</text><text x='310' y='85' font-size='10' text-anchor='end'>" + d.hi.toFixed(2) + "</text></svg>" +
+    "<div style='font-size:11px'>activations where it fires: fires on " + d.fires + " of " + DATA.n_tokens + " tokens</div>";
+  out.innerHTML = h;
+}
+S.addEventListener("input", draw); draw();
+"""
+
+
+def feature_browser_html(sae: SAE, model, acts: torch.Tensor, tokens: torch.Tensor,
+                         matches: list[ConceptMatch] | None = None, latents: int = 40) -> str:
+    """The feature browser as self-contained HTML/JS (no kernel, no CDN) for `latents` latents: those with the best
+    concept match (with `matches`), else those that fire most; each with its top contexts, logit effects and a
+    histogram of its activations."""
+    from mechlib.live_html import iframe, page
+
+    fires = (acts > 0).flatten(0, -2).sum(0)  # [d_sae]
+    alive = fires.nonzero().flatten()
+    score = torch.tensor([matches[i].f1 for i in alive.tolist()]) if matches is not None else fires[alive].float()
+    chosen = alive[score.argsort(descending=True, stable=True)[:latents]].tolist()
+    entries = []
+    for latent in chosen:
+        a = acts[..., latent].flatten()
+        a = a[a > 0]
+        hist = torch.histc(a.float(), bins=30, min=float(a.min()), max=float(a.max()))
+        entries.append({"header": _latent_header(sae, model, latent, matches), "fires": int(fires[latent]),
+                        "hist": hist.int().tolist(), "lo": float(a.min()), "hi": float(a.max()),
+                        "contexts": [{"activation": round(c.activation, 3), "tokens": c.tokens, "position": c.position,
+                                      "acts": [round(x, 3) for x in c.acts]}
+                                     for c in top_contexts(acts, tokens, latent, model)]})
+    which = "best concept match" if matches is not None else "most tokens fired on"
+    body = (f'<label>latent <input type="range" id="latent" min="0" max="{max(len(chosen) - 1, 0)}" value="0"></label>'
+            f' <span style="font-size:11px;color:#555">{len(chosen)} of {len(alive)} live latents (those with the '
+            f'{which}); run the notebook to browse them all</span><div id="out"></div>')
+    return iframe(page(body, _BROWSER_JS, {"latents": entries, "n_tokens": int(acts[..., 0].numel())},
+                       ".ctx{font-family:monospace;white-space:pre}.ctx span{margin-right:3px}"), height=460)
+
+
 def feature_browser(sae: SAE, model, acts: torch.Tensor, tokens: torch.Tensor,
                     matches: list[ConceptMatch] | None = None):
-    """Browse latents with a slider: top contexts, logit effects, histogram, and concept match."""
+    """Browse latents with a slider: top contexts, logit effects, histogram, and concept match. Displays as
+    ipywidgets (every live latent) in a live kernel, as static HTML/JS (`feature_browser_html`) everywhere else."""
+    from mechlib.live_html import Browsable
+
+    n_alive = int((acts > 0).flatten(0, -2).any(0).sum())
+    return Browsable(feature_browser_html(sae, model, acts, tokens, matches),
+                     lambda: _feature_widget(sae, model, acts, tokens, matches),
+                     f"feature browser over {n_alive} live latents")
+
+
+def _feature_widget(sae: SAE, model, acts: torch.Tensor, tokens: torch.Tensor, matches: list[ConceptMatch] | None):
+    """The ipywidgets version: a slider over every live latent redraws its summary, contexts and histogram."""
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
     from IPython.display import HTML, display
@@ -135,14 +209,8 @@ def feature_browser(sae: SAE, model, acts: torch.Tensor, tokens: torch.Tensor,
         latent = slider.value
         with out:
             out.clear_output(wait=True)
-            top, bottom = logit_effects(sae, model, latent)
-            text = [f"<b>latent {latent}</b>"]
-            if matches is not None:
-                m = matches[latent]
-                text.append(f"best concept: <b>{m.concept}</b> (precision {m.precision:.2f}, recall {m.recall:.2f}, F1 {m.f1:.2f})")
-            text.append("promotes: " + ", ".join(f"{html.escape(t)} ({v:+.2f})" for t, v in top[:6]))
-            text.append("suppresses: " + ", ".join(f"{html.escape(t)} ({v:+.2f})" for t, v in bottom[:6]))
-            display(HTML("<br>".join(text) + contexts_html(top_contexts(acts, tokens, latent, model))))
+            display(HTML(_latent_header(sae, model, latent, matches)
+                         + contexts_html(top_contexts(acts, tokens, latent, model))))
             fig = activation_histogram(acts, latent)
             display(fig)
             plt.close(fig)
