@@ -21,13 +21,14 @@ course: $(STAMP)  ## run every lesson headless; executed copies and HTML go to b
 
 # Without MODEL: the unit tests, then nbval on the course model and each lesson headless on course-bpe, two jobs at a
 # time, one thread each (these small models gain little from a second thread; two jobs fill two cores). nbval goes
-# first, then the lessons from the last (mostly the longest) to the first; each job's output appears when it ends.
+# first, then the lessons from the last (mostly the longest) to the first; each job's output appears when it ends,
+# and a failure does not stop the other jobs.
 # MODEL=x: nbval on x only.
 LESSONS := $(basename $(notdir $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))))
 reverse = $(if $(1),$(call reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword $(1)))
 test: $(STAMP)  ## unit tests, nbval over the lesson notebooks, and every lesson on the second model
 	$(BIN)/python -m pytest tests
-	$(MAKE) --no-print-directory $(if $(MODEL),nbval,-j2 --output-sync=target JOB_THREADS=1 nbval \
+	$(MAKE) --no-print-directory $(if $(MODEL),nbval,-j2 --keep-going --output-sync=target JOB_THREADS=1 nbval \
 		$(addprefix course-bpe-,$(call reverse,$(LESSONS))))
 
 JOB_THREADS ?=

@@ -36,10 +36,7 @@ def run_notebook(path: Path, out_dir: Path = BUILD, timeout: int = 600, in_place
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:  # keep per-cell timestamps out of the committed notebooks
         cell.metadata.pop("execution", None)
-    # No widget state either: a headless run draws no widget, and every figure saves a static version as its output
-    # (mechlib.live_html); saved state would make exported HTML draw widgets with CDN JavaScript.
-    nb.metadata.pop("widgets", None)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False, store_widget_state=False,
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                             resources={"metadata": {"path": str(path.parent)}})
     error = ""
     start = time.perf_counter()
@@ -50,6 +47,11 @@ def run_notebook(path: Path, out_dir: Path = BUILD, timeout: int = 600, in_place
     except Exception as e:  # kernel died, timeout, ...
         error = f"{type(e).__name__}: {e}"
     seconds = time.perf_counter() - start
+    # No widget state in what is saved: a headless run draws no widget, every figure saves a static version as its
+    # output (mechlib.live_html), and saved state would make exported HTML draw widgets with CDN JavaScript.
+    # (Dropped here rather than with store_widget_state=False: nbclient 0.11's Output-widget mimic then raises
+    # KeyError on a widget's first output.)
+    nb.metadata.pop("widgets", None)
     out_dir.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out_dir / path.name)
     if in_place and not error:

@@ -26,6 +26,21 @@ def test_run_notebook_writes_copy_and_html(tmp_path):
     assert "42" in (tmp_path / "build" / "01_ok.html").read_text()
 
 
+def test_a_figure_with_a_live_widget_runs_headless_and_saves_only_its_static_version(tmp_path):
+    """A browser's hidden widget draws into an ipywidgets Output at once; the headless run must take that, and save
+    the static HTML with no widget state, so that the exported HTML draws nothing from a CDN."""
+    nb = _notebook(tmp_path / "01_browser.ipynb", "import torch\nfrom mechlib.plotting import attention_browser\n"
+                   "attention_browser(torch.rand(2, 2, 3, 3).softmax(-1), ['a', 'b', 'c'])")
+    seconds, error = run_notebook(nb, tmp_path / "build", in_place=True)
+    assert error == ""
+    executed = nbformat.read(nb, as_version=4)
+    assert "widgets" not in executed.metadata
+    static = [o for o in executed.cells[0].outputs if 'id=&quot;layer&quot;' in o.get("data", {}).get("text/html", "")]
+    assert len(static) == 1
+    html = (tmp_path / "build" / "01_browser.html").read_text()
+    assert "id=&quot;layer&quot;" in html and "embed-amd" not in html  # the static browser, no widget manager
+
+
 def test_a_failing_lesson_is_reported(tmp_path, capsys):
     ok = _notebook(tmp_path / "01_ok.ipynb", "x = 1")
     bad = _notebook(tmp_path / "02_bad.ipynb", "assert 1 + 1 == 3, 'arithmetic is broken'")
