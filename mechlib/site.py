@@ -87,27 +87,35 @@ def live_exercise(ls: Lesson) -> tuple[int, str] | None:
     return min(ls.exercises, key=lambda e: e[0]) if ls.exercises else None
 
 
-def schedule_table(all_lessons: list[Lesson], start_min: int = 9 * 60 + 30) -> str:
-    """A one-day plan: per lesson 15 min of introduction plus 15 min per exercise (a suggestion, not a measurement),
-    a lunch break after lesson 04, a 15-min break every two lessons otherwise; the run time is measured."""
-    rows = ["| start | lesson | slot | run time (course model, 2-core CPU) | do live | leave for self-study |",
-            "|---|---|---|---|---|---|"]
-    t = start_min
+def _clock(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def schedule_table(all_lessons: list[Lesson], start: int = 9 * 60 + 30, first_day_ends_after: str = "04") -> str:
+    """A two-day plan (day 2 starts with the lesson after `first_day_ends_after`): per lesson 15 min of introduction
+    plus 15 min per exercise (a suggestion, not a measurement), a 60-min lunch at the first gap after 12:00 and a
+    15-min break after every two lessons otherwise; the run times are measured."""
+    rows = ["| day | start | lesson | slot | run time (course model, 2-core CPU) | do live | leave for self-study |",
+            "|---|---|---|---|---|---|---|"]
+    day, t, lunch, since_break = 1, start, False, 0
     for i, ls in enumerate(all_lessons):
         slot = 15 + 15 * len(ls.exercises)
         live = live_exercise(ls)
         rest = [e for e in ls.exercises if e != live]
-        rows.append(f"| {t // 60:02d}:{t % 60:02d} | [{ls.title}]({ls.name}.ipynb) | {slot} min | {ls.cpu_s[0]} s | "
+        rows.append(f"| {day} | {_clock(t)} | [{ls.title}]({ls.name}.ipynb) | {slot} min | {ls.cpu_s[0]} s | "
                     + (f"{_stars(live[0])} {live[1]}" if live else "run it together") + " | "
                     + ("; ".join(f"{_stars(d)} {name}" for d, name in rest) or "none") + " |")
-        t += slot
-        if ls.number == "04":
-            rows.append(f"| {t // 60:02d}:{t % 60:02d} | lunch | 60 min | | | |")
-            t += 60
-        elif i % 2 == 1 and i + 1 < len(all_lessons):
-            rows.append(f"| {t // 60:02d}:{t % 60:02d} | break | 15 min | | | |")
-            t += 15
-    rows.append(f"| {t // 60:02d}:{t % 60:02d} | end | | | | |")
+        t, since_break = t + slot, since_break + 1
+        last_of_day = ls.number == first_day_ends_after or i + 1 == len(all_lessons)
+        if last_of_day:
+            rows.append(f"| {day} | {_clock(t)} | end of day {day} | | | | |")
+            day, t, lunch, since_break = day + 1, start, False, 0
+        elif not lunch and t >= 12 * 60:
+            rows.append(f"| {day} | {_clock(t)} | lunch | 60 min | | | |")
+            t, lunch, since_break = t + 60, True, 0
+        elif since_break >= 2:
+            rows.append(f"| {day} | {_clock(t)} | break | 15 min | | | |")
+            t, since_break = t + 15, 0
     return "\n".join(rows)
 
 
