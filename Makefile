@@ -21,7 +21,7 @@ course: $(STAMP)  ## run every lesson headless; executed copies and HTML go to b
 
 # Without MODEL: the unit tests, then nbval on the course model and each lesson headless on course-bpe, two jobs at a
 # time, one thread each (these small models gain little from a second thread; two jobs fill two cores). nbval goes
-# first, then the lessons from the last (mostly the longest) to the first; each job's output appears when it ends,
+# first, then the lessons from the last to the first (03 and 04, the longest, in the middle); each job's output appears when it ends,
 # and a failure does not stop the other jobs.
 # MODEL=x: nbval on x only.
 LESSONS := $(basename $(notdir $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))))

@@ -20,7 +20,7 @@ import torch
 
 from mechlib.attribution import Graph
 from mechlib.graph_pruning import Pruned
-from mechlib.live_html import iframe
+from mechlib.live_html import iframe, script_json
 
 
 def _row(graph: Graph, node: int) -> int:
@@ -131,10 +131,11 @@ def to_html(graph: Graph, kept: Pruned, element_id: str = "attribution-graph", e
     data = layout(graph, kept)
     height = 90 * (graph.n_layers + 2)
     n_edges = max(1, len(data["edges"]))
-    page = (_PAGE.replace("DATA", json.dumps(data).replace("</", "<\\/")).replace("ID", element_id)
-            .replace("PROMPT", html.escape(graph.prompt)).replace("NEDGES", str(n_edges))
+    # the text last, so that no placeholder name inside the prompt or the data is replaced
+    page = (_PAGE.replace("ID", element_id).replace("NEDGES", str(n_edges))
             .replace("SHOWN", str(min(edges_shown, n_edges))).replace("SVGH", str(height + 40))
-            .replace("HEIGHT", str(height)))
+            .replace("HEIGHT", str(height)).replace("PROMPT", html.escape(graph.prompt))
+            .replace("DATA", script_json(data)))
     return page
 
 

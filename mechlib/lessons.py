@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from mechlib.live_html import drop_widgets
 from mechlib.loading import REPO_ROOT
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -47,11 +48,10 @@ def run_notebook(path: Path, out_dir: Path = BUILD, timeout: int = 600, in_place
     except Exception as e:  # kernel died, timeout, ...
         error = f"{type(e).__name__}: {e}"
     seconds = time.perf_counter() - start
-    # No widget state in what is saved: a headless run draws no widget, every figure saves a static version as its
-    # output (mechlib.live_html), and saved state would make exported HTML draw widgets with CDN JavaScript.
-    # (Dropped here rather than with store_widget_state=False: nbclient 0.11's Output-widget mimic then raises
-    # KeyError on a widget's first output.)
-    nb.metadata.pop("widgets", None)
+    # No widgets in what is saved: a headless run draws none, every figure saves a static version as its output, and
+    # saved widgets would make exported HTML fetch widget JavaScript from a CDN. (Dropped after the run rather than
+    # with store_widget_state=False: nbclient 0.11's Output-widget mimic then raises KeyError on a widget's output.)
+    drop_widgets(nb)
     out_dir.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out_dir / path.name)
     if in_place and not error:

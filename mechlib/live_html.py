@@ -2,27 +2,37 @@
 works offline, in exported HTML and on the course website) and, in a live kernel, an ipywidgets version.
 
 Why two outputs: nbconvert's HTMLExporter (and myst-nb) rank a widget view above "text/html" and draw it with
-widget JavaScript from a CDN wherever the notebook holds widget state (JupyterLab saves it, and nbclient does unless
-told not to, as `mechlib.lessons` tells it). So `Browsable` shows the static HTML as
+widget JavaScript from a CDN wherever the notebook holds widget state (nbclient saves it by default; JupyterLab can
+be set to). So `Browsable` shows the static HTML as
 one output and, in a kernel, the widget as a second, hidden one; when a real frontend draws the widget, it bumps
 `_view_count`, and the kernel unhides the widget and blanks the static copy. Headless runs never draw it, so the
-executed notebook, its HTML export and the website keep only the static version, which needs no kernel.
+executed notebook, its HTML export and the website keep only the static version, which needs no kernel
+(`drop_widgets` removes the hidden widget's output and state from what `mechlib.lessons` and the website save).
 """
 
 from __future__ import annotations
 
 import html
 import importlib.util
-import itertools
 import json
 from typing import Any, Callable
 
-_ids = itertools.count()
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
-def element_id(prefix: str) -> str:
-    """A fresh id for an element of a static figure (several can share a page)."""
-    return f"{prefix}-{next(_ids)}"
+def script_json(data: Any) -> str:
+    """JSON safe inside a <script> element: every "<" escaped, so that no string in it ("</script>", "<!--") can
+    end the script or change how the HTML parser reads it."""
+    return json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
+
+
+def drop_widgets(nb) -> None:
+    """Remove a notebook's widget state and widget-view outputs (in place): nothing draws them without a live kernel,
+    and exported HTML would fetch widget JavaScript from a CDN to try. Every figure's static version stays."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
 
 
 def iframe(page: str, height: int, max_width: int = 920) -> str:
@@ -34,7 +44,7 @@ def iframe(page: str, height: int, max_width: int = 920) -> str:
 
 def page(body: str, script: str, data: Any, style: str = "") -> str:
     """A self-contained HTML page: `body`, then `script` run with `DATA` bound to `data` (JSON)."""
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    payload = script_json(data)
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><style>body{font-family:sans-serif;font-size:13px;"
             f"margin:4px}}{style}</style></head><body>{body}<script>const DATA={payload};\n{script}</script>"
             "</body></html>")
@@ -80,5 +90,4 @@ def display_live(bundle: dict[str, str], make_widget: Callable[[], Any]) -> None
             box.unobserve(drawn, "_view_count")
 
     box.observe(drawn, "_view_count")
-    display({"application/vnd.jupyter.widget-view+json": box.get_view_spec(), "text/html": "",
-             "text/plain": ""}, raw=True)
+    display({WIDGET_VIEW: box.get_view_spec(), "text/html": "", "text/plain": ""}, raw=True)

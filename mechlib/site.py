@@ -26,12 +26,12 @@ from pathlib import Path
 import nbformat
 
 from mechlib.build_notebooks import EXERCISES, NOTEBOOKS, REPO_URL
+from mechlib.live_html import drop_widgets
 from mechlib.loading import REPO_ROOT
 
 WEBSITE = REPO_ROOT / "website"
 _RUN_TIME = re.compile(r"about (\d+) s on a 2-core CPU with the course model, (\d+) s with course-bpe")
 _EXERCISE = re.compile(r"^#+ Exercise (\d+) ([★☆]+): (.+)$", re.M)
-WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 @dataclass
@@ -95,7 +95,7 @@ def schedule_table(all_lessons: list[Lesson], start: int = 9 * 60 + 30, first_da
     """A two-day plan (day 2 starts with the lesson after `first_day_ends_after`): per lesson 15 min of introduction
     plus 15 min per exercise (a suggestion, not a measurement), a 60-min lunch at the first gap after 12:00 and a
     15-min break after every two lessons otherwise; the run times are measured."""
-    rows = ["| day | start | lesson | slot | run time (course model, 2-core CPU) | do live | leave for self-study |",
+    rows = ["| day | start | lesson | slot | run time (course model, 2-core CPU) | do live | learners try, finish at home |",
             "|---|---|---|---|---|---|---|"]
     day, t, lunch, since_break = 1, start, False, 0
     for i, ls in enumerate(all_lessons):
@@ -120,15 +120,13 @@ def schedule_table(all_lessons: list[Lesson], start: int = 9 * 60 + 30, first_da
 
 
 def stage_lesson(path: Path, dest: Path) -> None:
-    """A copy of the lesson for the site: a badge row under the title (Colab, the exercise notebook), and no widget
+    """A copy of the lesson for the site: a badge row after its header cell (Colab, the downloads), and no widget
     views or widget state (they would load CDN JavaScript; each figure's static version is the output before)."""
     nb = nbformat.read(path, as_version=4)
-    nb.metadata.pop("widgets", None)
+    drop_widgets(nb)
     for cell in nb.cells:
         if cell.cell_type == "markdown":  # a link to a notebook that is not a page: a download
             cell.source = re.sub(r"\]\((exercises/[^)]+\.ipynb)\)", r"](path:\1)", cell.source)
-        if cell.cell_type == "code":
-            cell.outputs = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
     links = [f'<a class="badge colab" href="{colab_url(path.name)}">Open in Colab</a>',
              f'<a class="badge" href="{path.name}" download>Download this lesson</a>']
     if (EXERCISES / path.name).exists():
@@ -178,7 +176,7 @@ def build(out: Path = REPO_ROOT / "build" / "site", quiet: bool = True) -> Path:
     args = ["-b", "html", "-c", str(WEBSITE), "-W", "--keep-going", "-E", str(src), str(out)]
     if build_main((["-q"] if quiet else []) + args) != 0:
         raise RuntimeError(f"Sphinx failed to build the site from {src} (its warnings are above)")
-    # Downloads keep their relative paths, so that the lesson's own links (exercises/...) work on the site too.
+    # The badges' downloads: each lesson and exercise notebook next to the pages, at the paths the badges link to.
     for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"):
         shutil.copy(p, out / p.name)
     shutil.copytree(src / "exercises", out / "exercises", dirs_exist_ok=True)

@@ -85,3 +85,19 @@ def test_feature_browser_builds(course_tl, sae, labelled):
     first = data["latents"][0]
     assert sum(first["hist"]) == first["fires"] == int((acts[..., shown[0]] > 0).sum())
     assert first["contexts"][0]["activation"] == pytest.approx(float(acts[..., shown[0]].max()), abs=1e-3)
+
+
+def test_the_static_feature_browser_says_so_in_a_browser_when_no_latent_fires(course_tl, sae, labelled):
+    from browser import chromium, frame_with, need_browser, watched_page
+    from mechlib.sae.analysis import feature_browser_html
+
+    need_browser()
+    acts = torch.zeros(*labelled.tokens.shape, sae.cfg.d_sae)
+    static = feature_browser_html(sae, course_tl, acts, labelled.tokens)
+    with chromium() as browser:
+        w = watched_page(browser, "about:")
+        w.page.set_content(static)
+        frame = frame_with(w.page, "#out")
+        assert frame.inner_text("#out") == "no latent fires on these tokens"
+        assert "0 of 0 live latents" in frame.inner_text("body")
+        assert not w.errors

@@ -136,3 +136,14 @@ def test_a_lesson_header_without_its_run_time_is_a_clear_error(tmp_path):
     nbformat.write(nb, tmp_path / "09_new.ipynb")
     with pytest.raises(ValueError, match="09_new.ipynb: its header must give the run time"):
         site.lesson_info(tmp_path / "09_new.ipynb")
+
+
+def test_a_static_figure_carries_any_text_in_its_data(browser):
+    """Strings that would end a <script> or put the HTML parser in another state reach the figure's script intact."""
+    from mechlib.live_html import page
+
+    text = "</script><!--<script> & ' \" \u2028 end"
+    w = watched_page(browser, "about:")
+    w.page.set_content(page('<div id="out"></div>', 'document.getElementById("out").textContent = DATA.text;',
+                            {"text": text}))
+    assert w.page.text_content("#out") == text and not w.errors

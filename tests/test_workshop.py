@@ -1,6 +1,6 @@
-"""The workshop kit: after `make wheelhouse`, `make install` sets the course up from wheelhouse/ alone, with the
-network cut off (a network namespace with no interfaces, as root) and no pip configuration that could point at
-another source of wheels. It needs the wheelhouse (476 MB), which CI does not download: run
+"""The workshop kit: after `make wheelhouse`, `make install` sets the course up from wheelhouse/ alone, with no pip
+configuration that could point at another source of wheels, an unreachable index URL, and, as root, the network cut
+off altogether (a network namespace with no interfaces, `unshare --net`). It needs the wheelhouse (476 MB), which CI does not download: run
 `make wheelhouse` first, then this test."""
 
 import os

@@ -137,6 +137,7 @@ const S = document.getElementById("latent"), out = document.getElementById("out"
 const esc = s => s.replace(/&/g, "&amp;").replace(/</g, "&lt;");
 function draw() {
   const d = DATA.latents[+S.value];
+  if (!d) { out.innerHTML = "<i>no latent fires on these tokens</i>"; return; }
   let h = d.header + "<div style='margin:6px 0'>";
   d.contexts.forEach(c => { const peak = Math.max(...c.acts) || 1;
     h += "<div class='ctx'>" + c.activation.toFixed(2) + " &nbsp; " + c.tokens.map((t, i) => "<span style='background:" +
