@@ -130,7 +130,10 @@ def logit_direction(model, token_ids: torch.Tensor, minus: torch.Tensor | None =
 
 
 @torch.no_grad()
-def _clean_run(model, transcoders: Sequence[SAE], tokens: torch.Tensor):
+def clean_run(model, transcoders: Sequence[SAE], tokens: torch.Tensor):
+    """The real run of tokens [1, pos], read through the transcoders: (last position's logits [d_vocab], the cache of
+    the MLPs' inputs and outputs, each layer's latents [pos, d_sae], each layer's error [pos, d_model], what its
+    transcoder misses; at BOS, which is not text, the whole MLP output)."""
     n_layers = model.cfg.n_layers
     names = ["blocks.0.hook_resid_pre"] + [h for L in range(n_layers) for h in tc_hooks(L)]
     logits, cache = model.run_with_cache(tokens, names_filter=names)
@@ -159,7 +162,7 @@ def attribute(model, transcoders: Sequence[SAE], prompt: str | torch.Tensor, max
     device = model_device(model)
     tokens = (model.to_tokens(prompt) if isinstance(prompt, str) else prompt.reshape(1, -1)).to(device)  # [1, pos]
     n_layers, n_pos = model.cfg.n_layers, tokens.shape[1]
-    last_logits, cache, acts, errors = _clean_run(model, transcoders, tokens)
+    last_logits, cache, acts, errors = clean_run(model, transcoders, tokens)
 
     minus = None
     if contrast is None:

@@ -14,10 +14,10 @@ from typing import Sequence
 
 import torch
 
-from mechlib.attribution import Graph, _clean_run
+from mechlib.attribution import Graph, clean_run
 from mechlib.loading import model_device
 from mechlib.sae.base import SAE
-from mechlib.transcoders import hooks as tc_hooks, text_positions
+from mechlib.transcoders import splice
 
 
 def total_effects(graph: Graph) -> torch.Tensor:
@@ -50,42 +50,29 @@ def measured_effects(model, transcoders: Sequence[SAE], graph: Graph, nodes: Seq
     ("ln_final.hook_scale",): the final LayerNorm's scale).  # [len(nodes), n_logits]"""
     device = model_device(model)
     tokens = graph.token_ids[None].to(device)
-    _, cache, _, errors = _clean_run(model, transcoders, tokens)
-    text = text_positions(model, tokens)[..., None]  # [1, pos, 1]
-    n_layers = model.cfg.n_layers
+    _, _, _, errors = clean_run(model, transcoders, tokens)
     minus = None if graph.minus is None else graph.minus.to(device)
-    patterns = {}
+    frozen_hooks = []
     if frozen:
         ends = ("attn.hook_pattern", "hook_scale") if frozen is True else tuple(frozen)
-        _, pcache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith(ends))
-        if not len(pcache):
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith(ends))
+        if not len(cache):
             raise ValueError(f"no hook of this model ends with {ends}: name hooks such as 'ln_final.hook_scale'")
-        patterns = dict(pcache.items())
+        frozen_hooks = [(name, (lambda v: lambda act, hook: v)(v)) for name, v in cache.items()]
 
-    def run(edit: tuple[int, int, int] | None) -> torch.Tensor:
-        inputs = {}
+    def run(node: int | None) -> torch.Tensor:
+        def edit(layer: int, z: torch.Tensor) -> torch.Tensor:  # [1, pos, d_sae]
+            L, pos, latent = graph.features[node].tolist()
+            if L == layer:
+                z[0, pos, latent] *= scale
+            return z
 
-        def read(L):
-            def hook(act, hook):
-                inputs[L] = act
-            return hook
-
-        def write(L):
-            def hook(act, hook):
-                x = inputs.pop(L).float()
-                z = transcoders[L].encode(x) * text  # [1, pos, d_sae]
-                if edit is not None and edit[0] == L:
-                    z[0, edit[1], edit[2]] *= scale
-                return (transcoders[L].decode(z) + transcoders[L].skip_connection(x) + errors[L][None]).to(act.dtype)
-            return hook
-
-        fwd = [h for L in range(n_layers) for h in ((tc_hooks(L)[0], read(L)), (tc_hooks(L)[1], write(L)))]
-        fwd += [(name, (lambda v: lambda act, hook: v)(v)) for name, v in patterns.items()]
-        logits = model.run_with_hooks(tokens, fwd_hooks=fwd)[0, -1].float()
+        hooks = splice(model, transcoders, tokens, errors=errors, edit=None if node is None else edit) + frozen_hooks
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)[0, -1].float()
         return logits[graph.logit_tokens.to(device)] - (logits.mean() if minus is None else logits[minus])
 
     base = run(None)
-    return torch.stack([run(tuple(graph.features[n].tolist())) - base for n in nodes]).cpu()
+    return torch.stack([run(n) - base for n in nodes]).cpu()
 
 
 def source_contributions(graph: Graph) -> torch.Tensor:

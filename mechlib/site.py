@@ -25,7 +25,8 @@ from pathlib import Path
 
 import nbformat
 
-from mechlib.build_notebooks import EXERCISES, NOTEBOOKS, REPO_URL
+from mechlib.build_notebooks import EXERCISES, REPO_URL
+from mechlib.lessons import lesson_notebooks
 from mechlib.live_html import drop_widgets
 from mechlib.loading import REPO_ROOT
 
@@ -67,7 +68,7 @@ def lesson_info(path: Path) -> Lesson:
 
 
 def lessons() -> list[Lesson]:
-    return [lesson_info(p) for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))]
+    return [lesson_info(p) for p in lesson_notebooks()]
 
 
 def _stars(d: int) -> str:
@@ -153,7 +154,7 @@ def stage(src: Path) -> list[Lesson]:
         shutil.rmtree(src)
     (src / "exercises").mkdir(parents=True)
     all_lessons = lessons()
-    for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+    for p in lesson_notebooks():
         stage_lesson(p, src)
     for p in sorted(EXERCISES.glob("*.ipynb")):
         shutil.copy(p, src / "exercises" / p.name)
@@ -177,7 +178,7 @@ def build(out: Path = REPO_ROOT / "build" / "site", quiet: bool = True) -> Path:
     if build_main((["-q"] if quiet else []) + args) != 0:
         raise RuntimeError(f"Sphinx failed to build the site from {src} (its warnings are above)")
     # The badges' downloads: each lesson and exercise notebook next to the pages, at the paths the badges link to.
-    for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"):
+    for p in lesson_notebooks():
         shutil.copy(p, out / p.name)
     shutil.copytree(src / "exercises", out / "exercises", dirs_exist_ok=True)
     return out / "index.html"

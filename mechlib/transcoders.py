@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -106,11 +106,17 @@ def text_positions(model, tokens: torch.Tensor) -> torch.Tensor:
     return real_tokens(model.tokenizer, tokens)
 
 
-def splice(model, transcoders: Sequence[SAE], tokens: torch.Tensor, layers: Sequence[int] | None = None) -> list:
+def splice(model, transcoders: Sequence[SAE], tokens: torch.Tensor, layers: Sequence[int] | None = None,
+           errors: Sequence[torch.Tensor] | None = None,
+           edit: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> list:
     """Forward hooks for a run of `model` on `tokens` [batch, pos] that replace each MLP's output (of `layers`,
     default all) by its transcoder's estimate, computed from the MLP's input in the same run: the replacement
     model. Positions that are not text (text_positions) keep the real output. Use with `model.hooks(...)` or
-    `run_with_hooks(fwd_hooks=...)`."""
+    `run_with_hooks(fwd_hooks=...)`.
+
+    errors: per layer, what the transcoder misses on this prompt ([pos, d_model], attribution.clean_run), added back
+    so that the untouched run is the real one (the local replacement model). edit(layer, z): changes the latents
+    z [batch, pos, d_sae] before they are decoded (an intervention on features)."""
     layers = range(len(transcoders)) if layers is None else layers
     text = text_positions(model, tokens).to(model_device(model))[..., None]  # [batch, pos, 1]
     inputs: dict[int, torch.Tensor] = {}
@@ -123,7 +129,10 @@ def splice(model, transcoders: Sequence[SAE], tokens: torch.Tensor, layers: Sequ
 
     def write(layer: int):
         def hook(act: torch.Tensor, hook=None) -> torch.Tensor:  # [batch, pos, d_model]
-            return torch.where(text, transcoders[layer](inputs.pop(layer))[0].to(act.dtype), act)
+            tc, x = transcoders[layer], inputs.pop(layer).float()
+            z = tc.encode(x) if edit is None else edit(layer, tc.encode(x))  # [batch, pos, d_sae]
+            y = tc.decode(z) + tc.skip_connection(x) + (0.0 if errors is None else errors[layer])
+            return torch.where(text, y.to(act.dtype), act)
 
         return hook
 

@@ -11,6 +11,7 @@ import pytest
 from browser import chromium, frame_with, need_browser, serve, watched_page
 from mechlib import site
 from mechlib.build_notebooks import EXERCISES, NOTEBOOKS
+from mechlib.lessons import lesson_notebooks
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def base(built):
         yield url
 
 
-LESSONS = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+LESSONS = [p.stem for p in lesson_notebooks()]
 
 
 def test_the_site_has_a_page_per_lesson_a_home_and_an_instructor_page(built):
