@@ -13,13 +13,14 @@ OFFLINE := $(if $(wildcard $(WHEELHOUSE)/*.whl),--no-index --find-links $(WHEELH
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
 export PYTHONUNBUFFERED := 1
 
-.PHONY: course test nbval lab site wheelhouse course-model saes transcoders toy-models evaluate notebooks refresh install clean
+.PHONY: course test nbval fake-cuda lab site wheelhouse course-model saes transcoders toy-models evaluate notebooks refresh install clean
 
 # MODEL=course-bpe (or gpt2, with internet) runs the lessons on another model; course by default.
 course: $(STAMP)  ## run every lesson headless; executed copies and HTML go to build/
 	$(if $(MODEL),MECHLIB_MODEL=$(MODEL) )$(BIN)/python -m mechlib.lessons
 
-# Without MODEL: the unit tests, then nbval on the course model and each lesson headless on course-bpe, two jobs at a
+# Without MODEL: the unit tests, then nbval on the course model and each lesson headless on course-bpe on a fake GPU
+# (mechlib/fake_cuda.py: the model "on cuda", CUDA's device rules enforced, on the CPU), two jobs at a
 # time, one thread each (these small models gain little from a second thread; two jobs fill two cores). nbval goes
 # first, then the lessons from the last to the first (03 and 04, the longest, in the middle); each job's output appears when it ends,
 # and a failure does not stop the other jobs.
@@ -37,8 +38,12 @@ nbval: $(STAMP)  ## every lesson under nbval (MODEL=x for another model than the
 	MECHLIB_MODEL=$(or $(MODEL),course) $(THREADS)$(BIN)/python -m pytest --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg notebooks/[0-9][0-9]_*.ipynb
 
-course-bpe-%: $(STAMP)  # one lesson headless on course-bpe, e.g. make course-bpe-08_circuit_tracing
-	MECHLIB_MODEL=course-bpe $(THREADS)$(BIN)/python -m mechlib.lessons --out build/course-bpe notebooks/$*.ipynb
+course-bpe-%: $(STAMP)  # one lesson headless on course-bpe on a fake GPU, e.g. make course-bpe-08_circuit_tracing
+	MECHLIB_MODEL=course-bpe MECHLIB_FAKE_CUDA=1 $(THREADS)$(BIN)/python -m mechlib.lessons --out build/course-bpe notebooks/$*.ipynb
+
+# A GPU stops a lesson where a tensor made on the CPU meets one on the model's device; fake CUDA finds that on a CPU.
+fake-cuda: $(STAMP)  ## run every lesson headless with the model on a fake GPU (MODEL=x for another model)
+	$(if $(MODEL),MECHLIB_MODEL=$(MODEL) )MECHLIB_FAKE_CUDA=1 $(BIN)/python -m mechlib.lessons --out build/fake-cuda
 
 # JupyterLab refuses to start as root unless told --allow-root: containers and many workshop images run as root.
 LAB_DIR ?= notebooks/

@@ -32,8 +32,10 @@ class ModelLoadError(RuntimeError):
 
 
 def best_device() -> str:
-    """cuda, then mps, then cpu."""
-    if torch.cuda.is_available():
+    """cuda, then mps, then cpu (cuda under fake CUDA, see mechlib.fake_cuda)."""
+    from mechlib import fake_cuda
+
+    if torch.cuda.is_available() or fake_cuda.enabled():
         return "cuda"
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return "mps"

@@ -32,7 +32,7 @@ class LinearProbe(torch.nn.Module):
 
     def accuracy(self, x: torch.Tensor, labels: torch.Tensor) -> float:
         with torch.no_grad():
-            return (self(x).argmax(-1) == labels).float().mean().item()
+            return (self(x).argmax(-1) == labels.to(x.device)).float().mean().item()
 
     @property
     def logit_directions(self) -> torch.Tensor:
@@ -103,6 +103,7 @@ def probe_report(x: torch.Tensor, labels: torch.Tensor, types: torch.Tensor, tra
     _check(x, labels)
     if train.dtype != torch.bool or train.shape != labels.shape or train.all() or not train.any():
         raise ValueError("train must be a bool mask [n] with rows on both sides: the probe is scored on held-out rows")
+    labels, types, train = labels.to(x.device), types.to(x.device), train.to(x.device)  # [n] each, on x's device
     n_classes = int(labels.max()) + 1
     held = ~train
     probe = train_probe(x[train], labels[train], n_classes, seed=seed, **train_kwargs)

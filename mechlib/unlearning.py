@@ -64,7 +64,7 @@ def redraw_rows(model, tokenizer, rows: list[int], seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     wte = model.transformer.wte.weight  # [d_vocab, d_model]
     trained = sorted(set(corpus_token_ids(tokenizer)) - set(rows))
-    length = wte[trained].norm(dim=-1).mean()
+    length = wte[trained].norm(dim=-1).mean().item()  # a number: `new` is made on the CPU
     new = torch.randn(len(rows), wte.shape[1], generator=g)  # [n_rows, d_model]
     wte[list(rows)] = (new / new.norm(dim=-1, keepdim=True) * length).to(wte.device, wte.dtype)
     return model
