@@ -156,13 +156,14 @@ def wrap_model(hf_model, tokenizer, name: str, backend: Backend = "transformer_l
     model's own device: how load_model ends, and how an edited or fine-tuned copy reaches every backend."""
     if backend == "transformers":
         return hf_model
+    param = next(iter(hf_model.parameters()))
     if backend == "nnsight":
         from nnsight import TransformersModel
 
-        return TransformersModel(hf_model, tokenizer=tokenizer, task="text-generation")
+        # device: else transformers' pipeline moves the model to cuda:0 whenever CUDA is available
+        return TransformersModel(hf_model, tokenizer=tokenizer, task="text-generation", device=param.device)
     from transformer_lens.model_bridge import TransformerBridge
 
-    param = next(iter(hf_model.parameters()))
     model = TransformerBridge.boot_transformers(resolve(name), hf_model=hf_model, tokenizer=tokenizer,
                                                 device=str(param.device), dtype=param.dtype)
     if compatibility_mode:

@@ -83,6 +83,13 @@ def test_every_backend_puts_the_course_model_on_the_fake_gpu(fake, backend):
     assert all(p.is_cuda for p in model.parameters())
 
 
+@pytest.mark.parametrize("backend", ["transformer_lens", "nnsight", "transformers"])
+def test_a_model_asked_for_on_the_cpu_stays_there_when_a_gpu_is_available(fake, backend):
+    """nnsight wraps the model in a transformers pipeline, which moves it to cuda:0 unless told its device."""
+    model = load_model("course", backend=backend, device="cpu")
+    assert not any(p.is_cuda for p in model.parameters())
+
+
 def test_disable_gives_torch_back():
     real = torch.cuda.is_available()
     fake_cuda.enable()
