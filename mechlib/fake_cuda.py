@@ -67,8 +67,6 @@ def _tensors(x: Any, out: list) -> list:
 
 
 def _is_cuda(device: Any) -> bool:
-    if isinstance(device, torch.Tensor):
-        return is_fake_cuda(device)
     if isinstance(device, int):
         return True  # a bare index means a CUDA device
     return device is not None and torch.device(device).type == "cuda"
@@ -84,7 +82,6 @@ def mismatch_error(name: str) -> RuntimeError:
 # calls that may take tensors on both devices, as on CUDA
 _MIXING_ALLOWED = {"copy_", "__setitem__", "_has_compatible_shallow_copy_type", "set_", "tensor", "as_tensor"}
 _TO_HOST = {"numpy", "__array__"}
-_UNTAGGED_RESULT = {"tolist", "item", "__len__", "__repr__", "__format__", "__str__"}
 
 
 class FakeCudaMode(TorchFunctionMode):
@@ -119,9 +116,7 @@ class FakeCudaMode(TorchFunctionMode):
         elif name in ("tensor", "as_tensor"):  # from data: keeps a tensor's device, else the CPU
             on_gpu = bool(args) and isinstance(args[0], torch.Tensor) and is_fake_cuda(args[0])
         out = func(*args, **kwargs)
-        if on_gpu and name not in _UNTAGGED_RESULT:
-            _tag(out)
-        return out
+        return _tag(out) if on_gpu else out  # _tag leaves numbers and strings (.item(), repr) alone
 
     def _attribute(self, func, name: str, args):
         owner, desc = args[0], getattr(func.__self__, "__name__", "")

@@ -32,10 +32,8 @@ class ModelLoadError(RuntimeError):
 
 
 def best_device() -> str:
-    """cuda, then mps, then cpu (cuda under fake CUDA, see mechlib.fake_cuda)."""
-    from mechlib import fake_cuda
-
-    if torch.cuda.is_available() or fake_cuda.enabled():
+    """cuda, then mps, then cpu (cuda under fake CUDA, which makes torch.cuda.is_available() say so)."""
+    if torch.cuda.is_available():
         return "cuda"
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return "mps"
