@@ -114,15 +114,15 @@ def _path_patch_loop(model, clean, corrupted, metric, receivers, receiver_input)
 
 
 @pytest.mark.parametrize("receivers,receiver_input,data", [
-    ("logits", "q", "ioi"), ([(3, 1), (3, 3)], "v", "ioi"), ([(2, 0), (3, 3)], "k", "ioi_abc"),
-    ([(3, 1), (3, 3)], "q", "ioi_abc")])
+    ("logits", "q", "ioi"), ([(3, 0), (3, 3)], "v", "ioi"), ([(3, 0), (3, 3)], "k", "ioi_abc"),
+    ([(3, 0), (3, 3)], "q", "ioi_abc")])
 def test_path_patching_equals_a_plain_loop(request, receivers, receiver_input, data):
     model, clean, corrupted, metric = request.getfixturevalue(data)
     with torch.no_grad():
         want = _path_patch_loop(model, clean, corrupted, metric, receivers, receiver_input)
     got = path_patch(model, clean, corrupted, metric, receivers, receiver_input, max_rows=24)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0, equal_nan=True)
-    assert (got[~got.isnan()] - 1).abs().max() > 0.05  # some path matters
+    assert (got[~got.isnan()] - 1).abs().max() > 0.02  # some path matters, far beyond the tolerance
 
 
 def test_path_patching_to_logits_skips_nothing_and_to_heads_only_earlier_senders(ioi):
