@@ -53,7 +53,8 @@ class TrainConfig:
 MODELS = {
     # 16 rows x 6800 steps, the tokens of 32 x 3400 (29.0 min on 2 idle cores) in twice the optimizer steps: induction
     # forms by step ~4000 and the previous-token head then sharpens (score 0.39 -> 0.87; 32 x 3400 ended before it
-    # did). On one thread beside another job the two run at the same pace per token (16 x 6800: 37.8 min).
+    # did). Its first 1000 steps took 243 s on 2 idle cores: 27.6 min for 6800 (the shipped run's training.json says
+    # 65.5 min: it shared the cores with another job). On one thread the two run at the same pace per token.
     "course": TrainConfig(out_dir=str(MODEL_DIRS["course"]), tokenizer="word", n_layer=4, n_head=4, steps=6800,
                           batch_size=16),
     # GPT-2's vocabulary makes the embedding 50,257 x 128: 16-bit keeps the file small for learners cloning.
