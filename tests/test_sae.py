@@ -559,6 +559,7 @@ def test_sae_for_another_model_is_trained_once_then_loaded_and_never_mixed_up(co
     assert sae.cfg.metadata["model_name"] == "my-model" and sae.cfg.d_in == course_tl.cfg.d_model
     again = for_model.sae_for(course_tl, "my-model", hook, progress=False)  # loaded, not retrained
     torch.testing.assert_close(again.W_dec, sae.W_dec)
+    assert again.cfg.metadata["training_tokens"] == 3 * 512  # recorded, as lesson 03's table label reads it
     shutil.copytree(path, for_model.sae_path("other-model", hook))
     with pytest.raises(ValueError, match="trained for 'my-model'"):
         for_model.sae_for(course_tl, "other-model", hook)

@@ -60,7 +60,8 @@ def sae_for(model, model_name: str, hook: str, progress: bool = True) -> SAE:
     store = ActivationStore(model, hook, batch_size=r["batch_size"], normalize=True, seed=r["seed"],
                             n_tokens=tokens_for(r["steps"], r["batch_size"]))  # tokenized once, cached
     cfg = SAEConfig(d_in=store.d_in, d_sae=r["expansion"] * store.d_in, architecture=r["architecture"], k=r["k"],
-                    seed=r["seed"], metadata={"model_name": model_name, "hook_name": hook})
+                    seed=r["seed"], metadata={"model_name": model_name, "hook_name": hook,
+                                              "training_tokens": r["steps"] * r["batch_size"]})  # as `sae train` records
     sae = make_sae(cfg).to(store.device)
     Trainer(sae, store, TrainConfig(steps=r["steps"], lr=r["lr"], seed=r["seed"], dead_after=r["dead_after"])).run(
         progress=progress)
