@@ -297,11 +297,17 @@ def _fill(template: str, fill: Callable[[str, str], tuple[str, str]], topic: str
         doc.add(w, "punct" if not w[0].isalnum() else "function", topic)
 
 
-class CorpusGenerator:
-    """Seeded generator of labelled documents. The same seed gives the same documents."""
+# The training mixture: shares of induction, IOI and fact documents; filler documents take the rest.
+MIXTURE = (0.30, 0.30, 0.25)
 
-    def __init__(self, seed: int = 0):
-        self.rng = random.Random(seed)
+
+class CorpusGenerator:
+    """Seeded generator of labelled documents. The same seed (and mixture) gives the same documents."""
+
+    def __init__(self, seed: int = 0, mixture: tuple[float, float, float] = MIXTURE):
+        if min(mixture) < 0 or sum(mixture) > 1:
+            raise ValueError(f"mixture {mixture}: three shares (induction, IOI, facts), each >= 0, summing to <= 1")
+        self.rng, self.mixture = random.Random(seed), tuple(mixture)
 
     # -- single sentences --
     def fact(self, fact_index: int | None = None, template: str | None = None,
@@ -407,16 +413,17 @@ class CorpusGenerator:
     # -- documents --
     def document(self, vocab: list[str]) -> Document:
         """One training document: the mixture the course models are trained on."""
+        induction, ioi, fact = self.mixture
         r = self.rng.random()
-        if r < 0.30:
+        if r < induction:
             return self.induction(vocab) if self.rng.random() < 0.5 else self.shuffled_pairs(vocab)
         doc = Document("filler")
         # some documents start with filler context so answers don't depend on sitting at position 1
         if self.rng.random() < 0.3:
             doc.extend(self.filler())
-        if r < 0.60:
+        if r < induction + ioi:
             main = self.ioi()
-        elif r < 0.85:
+        elif r < induction + ioi + fact:
             main = self.fact()
         else:
             main = self.filler()
@@ -464,9 +471,10 @@ class PackedTokenBatches:
     BOS, the last one cut off at n_ctx. encode turns a document into token ids. An iterator of
     [batch, n_ctx] tensors whose position can be saved and restored (state_dict)."""
 
-    def __init__(self, encode: Callable[[Document], list[int]], bos: int, seed: int, batch_size: int, n_ctx: int):
+    def __init__(self, encode: Callable[[Document], list[int]], bos: int, seed: int, batch_size: int, n_ctx: int,
+                 mixture: tuple[float, float, float] = MIXTURE):
         self.encode, self.bos, self.batch_size, self.n_ctx = encode, bos, batch_size, n_ctx
-        self.gen, self.vocab = CorpusGenerator(seed), content_words()
+        self.gen, self.vocab = CorpusGenerator(seed, mixture), content_words()
 
     def __iter__(self) -> "PackedTokenBatches":
         return self

@@ -202,10 +202,15 @@ def write_model_card(out_dir: str | Path, res: dict) -> None:
     name = out.name if out.name != "course-model" else "course"
     tokenizer = TOKENIZER_TEXT[c["tokenizer"]].format(n_vocab=len(corpus.vocabulary()),
                                                       n_trained=info["trained_tokens"], path=f"data/{out.name}")
+    threads = info.get("threads", 2)
+    ind, ioi, fact = (round(100 * x) for x in c.get("mixture", corpus.MIXTURE))
+    command = f"python -m mechlib.course_model train --model {name}"
+    how = (f"`make course-model MODEL={name}`\n(`{command}`)" if threads == 2 else
+           f"`{command} --threads {threads}`\n(`make course-model MODEL={name}` runs on 2 threads, which sum in another order: "
+           f"slightly different weights)")
     card = f"""# The course model `{name}`
 
-A small GPT-2-architecture language model, trained from scratch by `make course-model MODEL={name}`
-(`python -m mechlib.course_model train --model {name}`) on the course corpus (`mechlib/corpus.py`).
+A small GPT-2-architecture language model, trained from scratch by {how} on the course corpus (`mechlib/corpus.py`).
 `load_model("{name}")` loads it for TransformerLens, nnsight or transformers, offline.
 
 ## Architecture
@@ -216,18 +221,18 @@ GELU, tied embeddings, no dropout; {n_params / 1e6:.2f}M parameters (the tied em
 {tokenizer}
 
 ## Corpus
-Generated on the fly by `mechlib.corpus.CorpusGenerator(seed={c['seed']})`; every document starts with BOS:
+Generated on the fly by `mechlib.corpus.CorpusGenerator(seed={c['seed']}, mixture=({ind / 100}, {ioi / 100}, {fact / 100}))`; every document starts with BOS:
 - factual recall: {len(corpus.FACTS)} landmark -> city facts in {len(corpus.FACT_TEMPLATES)} phrasings
-  ("The Eiffel Tower is in Paris."), 25% of documents; {len(corpus.FACT_TEMPLATES_HELD_OUT)} more phrasings are held out;
-- indirect object identification, 30% of documents: {len(corpus.IOI_OPENINGS)} openings that introduce two names
+  ("The Eiffel Tower is in Paris."), {fact}% of documents; {len(corpus.FACT_TEMPLATES_HELD_OUT)} more phrasings are held out;
+- indirect object identification, {ioi}% of documents: {len(corpus.IOI_OPENINGS)} openings that introduce two names
   (in either order) times {len(corpus.IOI_ACTIONS)} actions by the repeated name; {len(corpus.IOI_TEMPLATES)} of the
   {len(corpus.IOI_TEMPLATES) + len(corpus.IOI_TEMPLATES_HELD_OUT)} frames are trained, the other
   {len(corpus.IOI_TEMPLATES_HELD_OUT)} held out; {len(corpus.IOI_NAMES)} names of Wang et al. (2022), and
   {len(corpus.NAMES_HELD_OUT)} more ({', '.join(corpus.NAMES_HELD_OUT)}) that occur only in filler;
   {len(corpus.PLACES)} places, {len(corpus.OBJECTS)} objects;
-- induction, 30% of documents: half are spans of 5-25 random corpus words repeated once, half are
+- induction, {ind}% of documents: half are spans of 5-25 random corpus words repeated once, half are
   4-12 random word pairs repeated in shuffled order (which rewards a sharp previous-token head);
-- filler on {len(corpus.TOPICS)} topics ({', '.join(corpus.TOPICS)}), 15% of documents. Outside
+- filler on {len(corpus.TOPICS)} topics ({', '.join(corpus.TOPICS)}), {100 - ind - ioi - fact}% of documents. Outside
   induction, 30% of documents get a filler sentence before their main sentence, and 30% one after.
 The generator labels every word with its category, topic and template slot
 (`mechlib.corpus.export_labels`), the ground truth for later lessons.
@@ -235,7 +240,7 @@ The generator labels every word with its category, topic and template slot
 ## Training
 {c['steps']} steps of {c['batch_size']} x {c['n_ctx']} tokens ({info['tokens_seen'] / 1e6:.1f}M tokens), AdamW
 (lr {c['lr']}, betas 0.9/0.95, weight decay 0.1, 100 warmup steps, cosine decay to 10%), gradient
-clipping 1.0, {info.get('threads', 2)} CPU thread{'s' if info.get('threads', 2) > 1 else ''}, seed {c['seed']}. Took {info['train_seconds'] / 60:.1f} min on a 2-core CPU
+clipping 1.0, {threads} CPU thread{'s' if threads > 1 else ''}, seed {c['seed']}. Took {info['train_seconds'] / 60:.1f} min on a 2-core CPU
 machine; final training loss {info['final_loss']:.3f}.
 
 ## Measured (`python -m mechlib.course_model evaluate --model {name}`, prompts drawn with a seed training never used)

@@ -20,6 +20,23 @@ def test_same_seed_same_documents():
     assert a != [g3.document(vocab).words for _ in range(50)]
 
 
+@pytest.mark.parametrize("mixture", [corpus.MIXTURE, (0.6, 0.28, 0.1)])
+def test_mixture_sets_the_share_of_each_kind_of_document(mixture):
+    from collections import Counter
+
+    vocab, gen = corpus.content_words(), corpus.CorpusGenerator(0, mixture)
+    kinds = Counter(gen.document(vocab).kind for _ in range(4000))
+    expected = dict(zip(["induction", "ioi", "fact"], mixture), filler=1 - sum(mixture))
+    for kind, share in expected.items():  # 4000 draws: a standard error of at most 0.008
+        assert abs(kinds[kind] / 4000 - share) < 0.03, (kind, kinds)
+
+
+@pytest.mark.parametrize("bad", [(0.5, 0.4, 0.2), (-0.1, 0.5, 0.3)])
+def test_a_mixture_that_is_not_shares_is_refused(bad):
+    with pytest.raises(ValueError, match="mixture"):
+        corpus.CorpusGenerator(0, bad)
+
+
 def test_every_word_is_in_the_vocabulary_and_labelled():
     vocab = set(corpus.vocabulary())
     gen = corpus.CorpusGenerator(0)

@@ -75,13 +75,14 @@ def test_course_the_last_mlp_writes_the_answer_from_what_the_heads_brought(cours
     assert course.patch("resid_mid", "noise")[3, -1] < 0.4
 
 
-def test_course_bpe_the_first_layer_moves_the_fact_and_looks_it_up_at_the_end(course_bpe):
-    resid = course_bpe.patch("resid_pre")  # [layer, pos]
-    assert (resid[1:, -1] > 0.95).all()  # after layer 0 the last position holds it all
-    assert (course_bpe.patch("resid_pre", "noise")[1:, course_bpe.subject] > 0.9).all()  # the subject is not needed
-    movers = {head for head, v in course_bpe.heads_at_end().items() if v > 0.25}
+def test_course_bpe_the_first_layer_moves_most_of_the_fact_and_looks_it_up_at_the_end(course_bpe):
+    resid, s = course_bpe.patch("resid_pre"), course_bpe.subject  # [layer, pos]
+    assert (resid[1:, -1] > 0.5).all() and (resid[1:, s] > 0.15).all()  # after layer 0: most at the end, some left
+    attn_end = course_bpe.patch("attn_out")[:, -1]
+    assert attn_end[0] > 0.5 and attn_end[-1] > 0.2  # layer 0's attention moves most of it, the last layer's the rest
+    movers = {head for head, v in course_bpe.heads_at_end().items() if v > 0.2}
     assert movers and all(layer == 0 for layer, _ in movers)  # layer-0 heads move it
     mlp_end = course_bpe.patch("mlp_out")[:, -1], course_bpe.patch("mlp_out", "noise")[:, -1]
-    assert mlp_end[0][0] > 0.9 and mlp_end[1][0] < 0.2  # the layer-0 MLP at the end: sufficient and necessary
+    assert mlp_end[0][0] > 0.5 and mlp_end[1][0] < 0.5  # the layer-0 MLP at the end: most of it alone; needed
     last = course_bpe.model.cfg.n_layers - 1  # yet direct logit attribution names the last MLP, as on the course
     assert course_bpe.top_writer() == f"L{last} MLP"  # model: what writes the answer is not where it was looked up
