@@ -68,7 +68,7 @@ MODELS = {
     #   (0.715 on spans of every trained token, word pieces included, which it never sees out of their words);
     #   but no previous-token head (0.26: its layer-0 heads smear over the last 4-5 tokens)
     #   the same at lr 3e-3 with more induction documents (1 thread, beside another run, 44 min; make evaluate):
-    #     mixture 0.60 / 0.28 / 0.10: induction had not formed by step 6000 (ratio 0.71)
+    #     mixture 0.60 / 0.28 / 0.10: induction had not formed by step 5750 (ratio 0.71; stopped there)
     #     mixture 0.50 / 0.30 / 0.15 (this one): induction by step ~4000, previous-token head L1H6 0.60,
     #     induction 0.92, ratio 0.031, IOI 1.000 / 0.998, facts 1.000 / 1.000
     "course-bpe": TrainConfig(out_dir=str(MODEL_DIRS["course-bpe"]), tokenizer="gpt2", n_layer=4, n_head=8,
