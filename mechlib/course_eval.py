@@ -205,6 +205,9 @@ def write_model_card(out_dir: str | Path, res: dict) -> None:
     threads = info.get("threads", 2)
     ind, ioi, fact = (round(100 * x) for x in c.get("mixture", corpus.MIXTURE))
     command = f"python -m mechlib.course_model train --model {name}"
+    positions = ("they start as the sinusoids of Vaswani et al. (2017), scaled to std 0.02\n(`course_model.sinusoids`), "
+                 "so that previous-token and induction heads form early" if c.get("pos_init") == "sinusoidal"
+                 else "they start as in GPT-2, N(0, 0.02)")
     how = (f"`make course-model MODEL={name}`\n(`{command}`)" if threads == 2 else
            f"`{command} --threads {threads}`\n(`make course-model MODEL={name}` runs on 2 threads, which sum in another order: "
            f"slightly different weights)")
@@ -217,7 +220,7 @@ A small GPT-2-architecture language model, trained from scratch by {how} on the 
 GPT-2 (Hugging Face `GPT2LMHeadModel`): {c['n_layer']} layers, {c['n_head']} heads per layer,
 d_model {c['d_model']}, d_head {c['d_model'] // c['n_head']}, d_mlp {4 * c['d_model']}, context {c['n_ctx']},
 GELU, tied embeddings, no dropout; {n_params / 1e6:.2f}M parameters (the tied embedding counted once),
-{res['weights_mb']:.1f} MB of {c['dtype']} weights.
+{res['weights_mb']:.1f} MB of {c['dtype']} weights. The position embeddings are learned; {positions}.
 {tokenizer}
 
 ## Corpus

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from mechlib import load_model
 from mechlib.course_eval import TARGETS, evaluate, report
-from mechlib.course_model import MODELS, TrainConfig, batches, build_model, expand_vocabulary, train
+from mechlib.course_model import MODELS, TrainConfig, batches, build_model, expand_vocabulary, sinusoids, train
 from mechlib.course_tokenizers import build_tokenizer, corpus_token_ids
 from mechlib.loading import MODEL_DIRS
 
@@ -46,7 +46,7 @@ def test_induction(measured):
 
 # Targets a model is known to miss (xfailed, so a miss shows in the report): none now. course-bpe once had no
 # previous-token head (0.26, layer-0 heads smeared over the last few tokens); retrained with more induction
-# documents (its mixture), it has one (L1H6, 0.60).
+# documents (its mixture) and position embeddings that start as sinusoids, it has two (L1H2 0.91, L0H4 0.71).
 MISSES = {"course": set(), "course-bpe": set()}
 
 
@@ -128,6 +128,27 @@ def test_training_is_seeded_and_saves_a_loadable_model(tmp_path, tokenizer):
     model = load_model(str(tmp_path / "a"), device="cpu")
     assert model.cfg.n_layers == 2 and model.cfg.n_heads == 4
     assert model.cfg.d_vocab == len(build_tokenizer(tokenizer))
+
+
+def test_sinusoidal_positions_make_a_one_position_shift_one_linear_map():
+    """What a previous-token head needs: one linear map taking every position's code to the next one's.
+    Sinusoids have it (a rotation of each sin/cos pair); GPT-2's random start does not."""
+    n_ctx, d_model = 256, 32  # more positions than dimensions, so no map fits random codes by chance
+    for code, fits in ((sinusoids(n_ctx, d_model), True), (torch.randn(n_ctx, d_model) * 0.02, False)):
+        code = code.double()  # float64 and an SVD-based solver: the slowest sinusoids are nearly constant
+        shift = torch.linalg.lstsq(code[:-1], code[1:], driver="gelsd").solution  # [d_model, d_model]
+        rel_err = (code[:-1] @ shift - code[1:]).norm() / code[1:].norm()
+        assert (rel_err < 1e-3) == fits, rel_err
+    assert abs(sinusoids(128, 128).std().item() - 0.02) < 1e-6  # GPT-2's init scale
+
+
+def test_training_starts_positions_as_configured(tmp_path):
+    cfg = dict(steps=2, batch_size=2, n_layer=1, n_head=2, d_model=32, n_ctx=32, tokenizer="gpt2")
+    train(TrainConfig(out_dir=str(tmp_path), pos_init="sinusoidal", **cfg), progress=False)
+    wpe = load_file(tmp_path / "model.safetensors")["transformer.wpe.weight"]  # [n_ctx, d_model]
+    assert torch.allclose(wpe, sinusoids(32, 32), atol=1e-4)  # two warmup steps barely move it
+    with pytest.raises(ValueError, match="sinusoidal"):
+        train(TrainConfig(out_dir=str(tmp_path), pos_init="rotary", **cfg), progress=False)
 
 
 def test_training_lowers_the_loss(tmp_path):

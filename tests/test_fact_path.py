@@ -75,14 +75,21 @@ def test_course_the_last_mlp_writes_the_answer_from_what_the_heads_brought(cours
     assert course.patch("resid_mid", "noise")[3, -1] < 0.4
 
 
-def test_course_bpe_the_first_layer_moves_most_of_the_fact_and_looks_it_up_at_the_end(course_bpe):
+def test_course_bpe_the_fact_waits_at_the_landmarks_tokens_then_two_heads_carry_it_to_the_end(course_bpe):
     resid, s = course_bpe.patch("resid_pre"), course_bpe.subject  # [layer, pos]
-    assert (resid[1:, -1] > 0.5).all() and (resid[1:, s] > 0.15).all()  # after layer 0: most at the end, some left
+    landmark = (course_bpe.clean[0] != course_bpe.corrupted[0]).nonzero()[:, 0]  # " E", "iff", "el", " Tower"
+    assert len(landmark) == 4 and (resid[0, landmark] > 0.1).all() and resid[0, landmark].max() < 0.5  # spread
+    assert (course_bpe.patch("resid_pre", "noise")[0, landmark] > 0.6).all()  # no one token of it is necessary
+    assert (resid[1:3][:, landmark].sum(-1) > 0.5).all() and (resid[1:3, -1] < 0.3).all()  # there until layer 2
     attn_end = course_bpe.patch("attn_out")[:, -1]
-    assert attn_end[0] > 0.5 and attn_end[-1] > 0.2  # layer 0's attention moves most of it, the last layer's the rest
+    assert attn_end[2] > 0.3 and attn_end[3] > 0.3  # lesson 04: attention at layers 2 and 3 moves it to the end
     movers = {head for head, v in course_bpe.heads_at_end().items() if v > 0.2}
-    assert movers and all(layer == 0 for layer, _ in movers)  # layer-0 heads move it
-    mlp_end = course_bpe.patch("mlp_out")[:, -1], course_bpe.patch("mlp_out", "noise")[:, -1]
-    assert mlp_end[0][0] > 0.5 and mlp_end[1][0] < 0.5  # the layer-0 MLP at the end: most of it alone; needed
-    last = course_bpe.model.cfg.n_layers - 1  # yet direct logit attribution names the last MLP, as on the course
-    assert course_bpe.top_writer() == f"L{last} MLP"  # model: what writes the answer is not where it was looked up
+    assert movers == {(2, 2), (3, 2)}
+    pattern = lambda l, h: course_bpe.cache[f"blocks.{l}.attn.hook_pattern"][0, h, -1]  # noqa: E731  [pos]
+    assert pattern(2, 2)[s] > 0.8 and pattern(3, 2)[s + 1] > 0.7  # from the end they read " E" and "iff"
+    noised = course_bpe.heads_at_end("noise")
+    assert max(noised[h] for h in movers) < 0.9  # each is needed for part of it (spread, unlike the course model's)
+    last = course_bpe.model.cfg.n_layers - 1
+    mlp_end = course_bpe.patch("mlp_out")[:, -1], course_bpe.patch("mlp_out", "noise")[:, -1]  # [layer] each
+    assert mlp_end[0][last] > 0.7 and mlp_end[1][last] < 0.4  # the last MLP at the end: sufficient and necessary
+    assert course_bpe.top_writer() == f"L{last} MLP"  # lesson 01's direct logit attribution agrees
