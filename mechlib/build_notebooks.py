@@ -36,13 +36,15 @@ if "google.colab" in sys.modules:
 
 import torch
 
-from mechlib import best_device, load_model
+from mechlib import best_device, claim, load_model
 
 torch.manual_seed(0)
 DEVICE = best_device()
 # "course" (word-level, 4 x 4 heads), "course-bpe" (GPT-2's tokenizer, 4 x 8 heads), or "gpt2" with internet.
 # `make course MODEL=course-bpe` sets it through the environment.
-MODEL_NAME = os.environ.get("MECHLIB_MODEL", "course")'''
+MODEL_NAME = os.environ.get("MECHLIB_MODEL", "course")
+# claim(MODEL_NAME, test, text): a claim of the lesson about its numbers, asserted on the two course models; on
+# any other model a claim that does not hold is printed as a note, and the lesson goes on.'''
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 STUB = 'raise NotImplementedError("Your code here: see the exercise above.")'

@@ -30,12 +30,11 @@ from tqdm.auto import tqdm
 from mechlib.course_model import batches
 from mechlib.course_tokenizers import corpus_token_ids
 from mechlib.fact_prompts import FactPrompts, answer_logits, fact_prompts
-from mechlib.loading import REPO_ROOT, load_model, load_tokenizer, wrap_model
+from mechlib.loading import MODEL_DIRS, REPO_ROOT, cache_dir, load_model, load_tokenizer, wrap_model
 
 # one landmark of each of six cities that keep other landmarks
 RESTRICTED = ("Eiffel Tower", "Colosseum", "Big Ben", "Brandenburg Gate", "Kremlin", "Acropolis")
 SHIPPED = REPO_ROOT / "data" / "finetuned"  # data/finetuned/<model>/: the fine-tune of each course model
-CACHE = Path.home() / ".cache" / "mechlib" / "finetuned"  # of any other model, made on first use
 
 
 @dataclass
@@ -83,16 +82,19 @@ def behaviour(model, tokenizer, restricted: tuple[str, ...], text: torch.Tensor)
 def train_answers(model, tokenizer, facts: FactPrompts, answers: torch.Tensor, steps: int, lr: float = 3e-4,
                   batch: int = 32, weights: torch.Tensor | None = None, text_batch: int = 0, seed: int = 0,
                   progress: bool = False, every: int = 0, measure=None) -> list[float]:
-    """Train a Hugging Face course model in place to give answers [n] at the facts' last positions: prompts drawn
-    with weights [n] (uniform if None), plus text_batch rows of corpus text a step, as the model was trained.
-    Logits cover only the tokens the corpus uses, as in the course models' training (a 50,257-token softmax
-    would cost more than the whole small model). Returns the loss per step, or, with every > 0 and
+    """Train a Hugging Face model in place to give answers [n] at the facts' last positions: prompts drawn
+    with weights [n] (uniform if None), plus text_batch rows of corpus text a step. For a course model the logits
+    cover only the tokens the corpus uses, as in its training (a 50,257-token softmax would cost more than the
+    whole small model, and the other rows were never trained); any other model's softmax covers its whole
+    vocabulary, since any of its tokens can win. Returns the loss per step, or, with every > 0 and
     measure(model) -> float, measure's value before step 1 and after every `every` steps."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     device = model.device
-    used = torch.tensor(corpus_token_ids(tokenizer), device=device)  # [n_used]
-    to_used = torch.full((len(tokenizer),), -1, dtype=torch.long, device=device)
+    n_vocab = model.lm_head.weight.shape[0]
+    used = (torch.tensor(corpus_token_ids(tokenizer), device=device) if is_course_model(model)
+            else torch.arange(n_vocab, device=device))  # [n_used]
+    to_used = torch.full((n_vocab,), -1, dtype=torch.long, device=device)
     to_used[used] = torch.arange(len(used), device=device)
     text = batches(tokenizer, seed + 1, text_batch, model.config.n_positions) if text_batch else None
     weights = torch.ones(len(facts)) if weights is None else weights.float()
@@ -122,6 +124,12 @@ def train_answers(model, tokenizer, facts: FactPrompts, answers: torch.Tensor, s
                 trace.append(loss.item())
     model.eval()
     return trace
+
+
+def is_course_model(model) -> bool:
+    """Was this Hugging Face model loaded from a course model's directory (data/course-model, data/course-bpe)?"""
+    course_dirs = {path.resolve() for path in MODEL_DIRS.values()}
+    return Path(getattr(model.config, "_name_or_path", "") or ".").resolve() in course_dirs
 
 
 def finetune(model, tokenizer, cfg: FinetuneConfig, progress: bool = True) -> list[float]:
@@ -192,8 +200,8 @@ def load_finetuned(name: str = "course", backend: str = "transformer_lens", devi
                    progress: bool = True):
     """The refusal fine-tune of model `name`, for one backend (as load_model). The course models' ship in
     data/finetuned/; any other model's is made on first use (150 steps, about a minute on a CPU for the course
-    models, more for larger ones) and cached in ~/.cache/mechlib/finetuned/."""
-    path = SHIPPED / name if (SHIPPED / name / "changes.safetensors").is_file() else CACHE / name.replace("/", "--")
+    models, more for larger ones) and cached in ~/.cache/mechlib/finetuned/ ($MECHLIB_CACHE/finetuned/)."""
+    path = SHIPPED / name if (SHIPPED / name / "changes.safetensors").is_file() else cache_dir("finetuned") / name.replace("/", "--")
     tokenizer = load_tokenizer(name)
     if not (path / "changes.safetensors").is_file():
         model = load_model(name, backend="transformers", device=device)

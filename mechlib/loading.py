@@ -31,6 +31,12 @@ class ModelLoadError(RuntimeError):
     """A model could not be loaded; the message says why and what to do."""
 
 
+def cache_dir(kind: str) -> Path:
+    """Where mechlib keeps what it makes on first use for a model that ships none (SAEs, transcoders, fine-tunes,
+    token streams): ~/.cache/mechlib/<kind>, or $MECHLIB_CACHE/<kind> (on Colab, a Drive folder survives the runtime)."""
+    return Path(os.environ.get("MECHLIB_CACHE", Path.home() / ".cache" / "mechlib")) / kind
+
+
 def best_device() -> str:
     """cuda, then mps, then cpu (cuda under fake CUDA, which makes torch.cuda.is_available() say so)."""
     if torch.cuda.is_available():

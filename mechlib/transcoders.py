@@ -18,13 +18,12 @@ large models (Ameisen et al. 2025), a gain these four-layer models do not need.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
-from mechlib.loading import REPO_ROOT, model_device
+from mechlib.loading import REPO_ROOT, cache_dir, model_device
 from mechlib.sae.base import SAE, fvu
 
 SHIPPED = REPO_ROOT / "data" / "transcoders"
@@ -39,13 +38,9 @@ def hooks(layer: int) -> tuple[str, str]:
     return f"blocks.{layer}.mlp.hook_in", f"blocks.{layer}.hook_mlp_out"
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("MECHLIB_CACHE", Path.home() / ".cache" / "mechlib")) / "transcoders"
-
-
 def transcoder_path(model_name: str, layer: int) -> Path:
     """Where layer `layer`'s transcoder for `model_name` is: shipped for the course models, else the cache."""
-    root = SHIPPED / model_name if model_name in SHIPPED_FOR else cache_dir() / model_name.replace("/", "--")
+    root = SHIPPED / model_name if model_name in SHIPPED_FOR else cache_dir("transcoders") / model_name.replace("/", "--")
     return root / f"L{layer}"
 
 

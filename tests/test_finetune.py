@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from mechlib.course_model import batches
-from mechlib.finetune import (RESTRICTED, SHIPPED, FinetuneConfig, apply_changes, behaviour, finetune, load_finetuned,
-                              refusal_targets, save_changes)
+from mechlib.course_tokenizers import corpus_token_ids
+from mechlib.finetune import (RESTRICTED, SHIPPED, FinetuneConfig, apply_changes, behaviour, finetune, is_course_model,
+                              load_finetuned, refusal_targets, save_changes, train_answers)
 from mechlib.loading import load_model, load_tokenizer
 
 
@@ -54,3 +55,31 @@ def test_changes_for_another_model_are_refused():
 def test_restricting_an_unknown_landmark_says_where_the_landmarks_are():
     with pytest.raises(ValueError, match="unknown landmarks.*mechlib.corpus.FACTS"):
         refusal_targets(load_tokenizer("course"), ("Eiffel Towr",))
+
+
+def test_another_models_training_covers_its_whole_vocabulary():
+    """GPT-2 small's every token can win, so training it must push down tokens the course corpus never uses: give an
+    unused output row the top logit on every fact prompt; trained as a hub model, the answers win back, while a course
+    model's corpus-only softmax (right for it: those rows were never trained) leaves that row on top."""
+    model, tokenizer = load_model("course-bpe", backend="transformers", device="cpu"), load_tokenizer("course-bpe")
+    facts, answers, _ = refusal_targets(tokenizer, RESTRICTED)
+    used = set(corpus_token_ids(tokenizer))
+    unused = next(i for i in range(len(tokenizer)) if i not in used)
+
+    def logits(m):  # [n, d_vocab] at each prompt's last position
+        with torch.no_grad():
+            h = m.transformer(facts.tokens).last_hidden_state[torch.arange(len(facts)), facts.last]  # [n, d_model]
+            return h @ m.lm_head.weight.T, h
+
+    top, h = logits(model)
+    direction = h.mean(0) / h.mean(0).norm()  # [d_model]
+    with torch.no_grad():
+        model.lm_head.weight[unused] = direction * (top.max(-1).values / (h @ direction)).max() * 1.05
+    assert (logits(model)[0].argmax(-1) == unused).all()
+    hub = copy.deepcopy(model)
+    hub.config._name_or_path = "gpt2"  # what a hub model's config says
+    assert is_course_model(model) and not is_course_model(hub)
+    for m in (model, hub):
+        train_answers(m, tokenizer, facts, answers, steps=20)
+    assert (logits(model)[0].argmax(-1) == unused).all()
+    assert (logits(hub)[0].argmax(-1) == answers).float().mean() > 0.95

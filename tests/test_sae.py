@@ -489,6 +489,14 @@ def test_metrics_are_the_same_measured_a_few_rows_at_a_time(course_tl, monkeypat
     for name in saes:
         for key, value in whole[name].items():
             assert torch.allclose(torch.as_tensor(chunked[name][key]), torch.as_tensor(value), rtol=1e-5), (name, key)
+    # counted chunk by chunk (keeping GPT-2-wide latents would take gigabytes), they are the whole batch's figures
+    from mechlib.sae.base import fvu, l0
+
+    x = metrics.real_activations(course_tl, HOOK, tokens)  # [n, d_in]
+    for name, sae in saes.items():
+        x_hat, z = sae.eval()(x)
+        assert abs(chunked[name]["FVU"] - float(fvu(x, x_hat))) < 1e-5 and abs(chunked[name]["L0"] - float(l0(z))) < 1e-4
+        assert torch.allclose(chunked[name]["density"], (z > 0).float().mean(0).cpu())
 
 
 # ---------------------------------------------------------------- toy data with known features

@@ -188,7 +188,8 @@ def load_history(path: str | Path) -> list[dict[str, float]]:
 def comparison_dir(model, model_name: str, hook: str) -> Path:
     """Where lesson 03's comparison for `model_name` lives: shipped for the course models (at their middle
     hook), else run by `compare` on first use (about 15 minutes on a 2-core CPU, minutes on a GPU) and cached."""
-    from mechlib.sae.for_model import SHIPPED_FOR, cache_dir
+    from mechlib.loading import cache_dir
+    from mechlib.sae.for_model import SHIPPED_FOR
 
     if model_name in SHIPPED_FOR:
         path = SHIPPED_FOR[model_name] / "compare"
@@ -198,7 +199,7 @@ def comparison_dir(model, model_name: str, hook: str) -> Path:
         if json.loads((path / "sweep.json").read_text())["hook"] != hook:
             raise ValueError(f"the shipped comparison for {model_name} is for another hook than {hook!r}")
         return path
-    path = cache_dir() / model_name.replace("/", "--") / "compare" / hook
+    path = cache_dir("saes") / model_name.replace("/", "--") / "compare" / hook
     if not (path / "sweep.json").exists():
         print(f"no SAE comparison for {model_name} at {hook} yet: running it once (it is cached in {path})")
         compare(model, model_name, hook, path)

@@ -10,10 +10,9 @@ cached in ~/.cache/mechlib/saes/ (or $MECHLIB_CACHE/saes/): the next run loads i
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from mechlib.loading import REPO_ROOT, model_device
+from mechlib.loading import REPO_ROOT, cache_dir, model_device
 from mechlib.sae.base import SAE
 
 SHIPPED = REPO_ROOT / "data" / "saes"
@@ -22,17 +21,13 @@ SHIPPED_FOR = {"course": SHIPPED, "course-bpe": SHIPPED / "course-bpe"}  # model
 RECIPE = dict(architecture="topk", k=16, expansion=8, steps=300, batch_size=4096, lr=3e-3, dead_after=50, seed=0)
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("MECHLIB_CACHE", Path.home() / ".cache" / "mechlib")) / "saes"
-
-
 def sae_path(model_name: str, hook: str) -> Path:
     """Where the TopK 8x SAE of `hook` for `model_name` is: shipped for the course models, else the cache."""
     layer = hook.split(".")[1] if hook.startswith("blocks.") else hook
     name = f"L{layer}-topk-8x" if hook.endswith("hook_resid_post") else f"{hook}-topk-8x"
     if model_name in SHIPPED_FOR:
         return SHIPPED_FOR[model_name] / name
-    return cache_dir() / model_name.replace("/", "--") / name
+    return cache_dir("saes") / model_name.replace("/", "--") / name
 
 
 def sae_for(model, model_name: str, hook: str, progress: bool = True) -> SAE:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from mechlib.sae.base import SAE, fvu, l0
+from mechlib.sae.base import SAE, fvu
 from mechlib.sae.store import cache_until, corpus_token_batches, real_tokens
 
 
@@ -89,14 +89,21 @@ def evaluate_saes(saes: dict[str, SAE], model, hook_name: str, tokens: torch.Ten
     mean_act = mean_activation(model, hook_name, tokens)  # [d_in]
     ce = dict.fromkeys(["clean", "zero", "mean", *saes], 0.0)  # summed over counted tokens
     kl = dict.fromkeys(saes, 0.0)
-    xs, x_hats, zs, n_counted = [], {name: [] for name in saes}, {name: [] for name in saes}, 0
+    # per SAE, summed as the chunks go (keeping every SAE's latents would take gigabytes at GPT-2's width):
+    # squared error, active latents, and how often each latent fires
+    xs, n_counted, last_x_hat = [], 0, {}
+    sq_err, n_active = dict.fromkeys(saes, 0.0), dict.fromkeys(saes, 0.0)
+    fired = {name: torch.zeros(sae.cfg.d_sae, device=tokens.device) for name, sae in saes.items()}
 
-    def reconstruct(x: torch.Tensor) -> None:  # x [n, d_in]: every SAE's reconstruction and latents, kept
+    def reconstruct(x: torch.Tensor) -> None:  # x [n, d_in]: every SAE's reconstruction and latents, counted
         xs.append(x)
         for name, sae in saes.items():
             x_hat, z = sae.eval()(x.to(sae.W_dec.device))  # the SAE may live on another device than the model
-            x_hats[name].append(x_hat.to(x.device))
-            zs[name].append(z.to(x.device))
+            x_hat, active = x_hat.to(x.device), (z > 0).to(x.device)  # [n, d_in], [n, d_sae]
+            sq_err[name] += float((x - x_hat).double().pow(2).sum())
+            n_active[name] += float(active.sum())
+            fired[name] += active.sum(0)
+            last_x_hat[name] = x_hat
 
     n_ce = len(tokens) if ce_rows is None else ce_rows
     for chunk in tokens[:n_ce].split(rows):  # [rows, seq]
@@ -130,17 +137,17 @@ def evaluate_saes(saes: dict[str, SAE], model, hook_name: str, tokens: torch.Ten
         neg_entropy = torch.linalg.vecdot(p_clean, lp_clean)  # [rows, seq-1]
         reconstruct(x)
         for name in saes:
-            lp_sae = log_probs(splice(x_hats[name][-1]))
+            lp_sae = log_probs(splice(last_x_hat[name]))
             ce[name] += ce_sum(lp_sae)
             kl[name] += float((neg_entropy - torch.linalg.vecdot(p_clean, lp_sae))[counted].sum())
     if n_ce < len(tokens):  # the other rows: reconstruction and sparsity only
         reconstruct(real_activations(model, hook_name, tokens[n_ce:]))
     ce_clean, ce_zero, ce_mean, x = ce["clean"] / n_counted, ce["zero"] / n_counted, ce["mean"] / n_counted, torch.cat(xs)
+    variance = float((x - x.mean(0)).double().pow(2).sum())  # fvu's denominator
     results = {}
     for name in saes:
-        x_hat, z, ce_sae = torch.cat(x_hats[name]), torch.cat(zs[name]), ce[name] / n_counted
-        density = (z > 0).float().mean(0)  # [d_sae]
-        results[name] = {"L0": float(l0(z)), "FVU": float(fvu(x, x_hat)), "CE clean": ce_clean, "CE with SAE": ce_sae,
+        ce_sae, density = ce[name] / n_counted, fired[name] / len(x)  # density [d_sae]
+        results[name] = {"L0": n_active[name] / len(x), "FVU": sq_err[name] / variance, "CE clean": ce_clean, "CE with SAE": ce_sae,
                          "CE zero-ablated": ce_zero, "CE mean-ablated": ce_mean, "CE increase": ce_sae - ce_clean,
                          "CE loss recovered": (ce_zero - ce_sae) / (ce_zero - ce_clean),
                          "CE recovered vs mean": (ce_mean - ce_sae) / (ce_mean - ce_clean),

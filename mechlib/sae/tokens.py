@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from pathlib import Path
 
 import torch
 from safetensors import safe_open
@@ -25,10 +23,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from mechlib import corpus
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MECHLIB_CACHE", Path.home() / ".cache" / "mechlib")) / "tokens"
+from mechlib.loading import cache_dir
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -85,7 +80,7 @@ def pretokenized(model, n_tokens: int, batch_size: int = 32, seed: int = 0, n_ct
     live = corpus_token_batches(model, batch_size, seed, n_ctx)
     n_ctx = live.n_ctx  # the model's context may be shorter
     n_rows = -(-n_tokens // n_ctx)
-    path = cache_dir() / f"{tokenizer_fingerprint(model.tokenizer)}-seed{seed}-ctx{n_ctx}.safetensors"
+    path = cache_dir("tokens") / f"{tokenizer_fingerprint(model.tokenizer)}-seed{seed}-ctx{n_ctx}.safetensors"
     live.batch_size = 1
     first = next(live)[0].to(torch.int32)  # checks that a cache was made by this corpus and tokenizer
     rows, rng = first[None], _rng_state(live)
