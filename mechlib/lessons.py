@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("notebooks", nargs="*", type=Path, help="default: every notebooks/NN_*.ipynb")
     p.add_argument("--out", type=Path, default=BUILD)
     p.add_argument("--in-place", action="store_true", help="save the outputs into the lesson notebooks too")
+    p.add_argument("--timeout", type=int, default=600, metavar="SECONDS",
+                   help="the most one cell may take (default 600); on another model than the course's, a lesson "
+                        "that trains its SAEs or transcoders on first use needs more on a CPU")
     args = p.parse_args(argv)
     paths = args.notebooks or lesson_notebooks()
     if not paths:
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for path in paths:
         print(f"running {path.name} ...", flush=True)
-        seconds, error = run_notebook(path, args.out, in_place=args.in_place)
+        seconds, error = run_notebook(path, args.out, timeout=args.timeout, in_place=args.in_place)
         rows.append((path.stem, seconds, error))
     width = max(len(r[0]) for r in rows)
     print(f"\n{'lesson':{width}}  {'wall time':>9}  result")

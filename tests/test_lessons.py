@@ -59,3 +59,12 @@ def test_the_setup_cell_takes_the_model_from_the_environment(tmp_path, monkeypat
     seconds, error = run_notebook(nb, tmp_path / "build")
     executed = nbformat.read(tmp_path / "build" / "01_setup.ipynb", as_version=4)
     assert error == "" and executed.cells[0].outputs[-1]["text"] == "course-bpe\n"
+
+
+def test_a_cell_over_the_timeout_fails_the_lesson_and_a_longer_timeout_lets_it_finish(tmp_path, capsys):
+    """--timeout: a lesson that trains its transcoders on first use (another model, on a CPU) needs more than the
+    default 600 s per cell."""
+    slow = _notebook(tmp_path / "01_slow.ipynb", "import time\ntime.sleep(3)")
+    assert main([str(slow), "--out", str(tmp_path / "build"), "--timeout", "1"]) == 1
+    assert "timed out" in capsys.readouterr().out
+    assert main([str(slow), "--out", str(tmp_path / "build"), "--timeout", "30"]) == 0

@@ -211,6 +211,26 @@ def test_trainer_counts_latents_that_never_fire_as_dead():
     assert dead[:4].all() and trainer.history[-1]["dead"] >= 4 / 16
 
 
+@pytest.mark.parametrize("remedy", ["none", "ghost_grads"])
+def test_the_trainer_trains_inside_a_lessons_no_grad(remedy):
+    """Lessons turn gradients off (torch.set_grad_enabled(False)); an SAE or transcoder trained on first use there
+    (lesson 08 on another model than the course's) must still learn, and exactly as it would outside."""
+    data = torch.randn(1000, 8)
+
+    def trained(grad: bool) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        trainer = Trainer(_sae("standard"), InMemoryActivations(data, 50, seed=1), TrainConfig(steps=20, remedy=remedy))
+        with torch.set_grad_enabled(grad):
+            trainer.run(progress=False)
+        return trainer.sae.state_dict()
+
+    outside, inside = trained(True), trained(False)
+    for name, value in outside.items():
+        assert torch.equal(value, inside[name]), name
+    torch.manual_seed(0)
+    assert not torch.equal(_sae("standard").W_enc, inside["W_enc"])  # and it did train
+
+
 def test_unknown_remedy_is_an_error():
     with pytest.raises(ValueError, match="remedy"):
         Trainer(_sae("standard"), lambda: torch.randn(4, 8), TrainConfig(remedy="prayer"))

@@ -64,11 +64,12 @@ class Trainer:
         batch = self.next_batch()
         x, target = batch if isinstance(batch, tuple) else (batch, batch)  # a transcoder's (input, target)
         dead = self.dead()
-        loss, parts = sae.loss(x, dead, target)
-        if cfg.remedy == "ghost_grads":
-            loss = loss + ghost_grads_loss(sae, target, parts["x_hat"], parts["pre"], dead)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with torch.enable_grad():  # also inside a lesson's torch.no_grad() (lesson 08 trains transcoders on first use)
+            loss, parts = sae.loss(x, dead, target)
+            if cfg.remedy == "ghost_grads":
+                loss = loss + ghost_grads_loss(sae, target, parts["x_hat"], parts["pre"], dead)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         if cfg.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.clip_grad_norm)
         self.optimizer.step()
