@@ -226,6 +226,8 @@ def circuit_tracer_json(graph: Graph, kept: Pruned, slug: str, scan: str = "mech
 
 
 def save_circuit_tracer_json(graph: Graph, kept: Pruned, path: str | Path, slug: str) -> Path:
+    """Write the pruned graph as circuit-tracer's JSON to path (its folder made if missing); returns the path."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(circuit_tracer_json(graph, kept, slug), indent=1))
     return path

@@ -234,7 +234,7 @@ def test_the_viewer_is_self_contained_and_the_json_follows_circuit_tracer(setup,
     kinds = {n["feature_type"] for n in ct["nodes"]}
     assert {"embedding", "logit"} <= kinds <= {"embedding", "logit", "cross layer transcoder", "mlp reconstruction error"}
     assert [n for n in ct["nodes"] if n.get("is_target_logit")][0]["feature"] == int(graph.logit_tokens[0])
-    path = save_circuit_tracer_json(graph, kept, tmp_path / "g.json", slug="test")
+    path = save_circuit_tracer_json(graph, kept, tmp_path / "graphs" / "g.json", slug="test")
     assert json.loads(path.read_text())["metadata"]["prompt"] == PROMPT
     ax = plot_graph(graph, kept)
     assert len(ax.collections) >= 3  # embeddings, features, logits (errors if any were kept)
