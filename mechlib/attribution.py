@@ -28,6 +28,7 @@ from typing import Sequence
 import torch
 
 from mechlib.loading import model_device
+from mechlib.prompts import to_tokens
 from mechlib.sae.base import SAE
 from mechlib.sae.store import run_until
 from mechlib.transcoders import hooks as tc_hooks, text_positions
@@ -160,7 +161,7 @@ def attribute(model, transcoders: Sequence[SAE], prompt: str | torch.Tensor, max
     if len(transcoders) != model.cfg.n_layers:
         raise ValueError(f"attribute needs one transcoder per layer ({model.cfg.n_layers}), got {len(transcoders)}")
     device = model_device(model)
-    tokens = (model.to_tokens(prompt) if isinstance(prompt, str) else prompt.reshape(1, -1)).to(device)  # [1, pos]
+    tokens = to_tokens(model, prompt if isinstance(prompt, str) else prompt.reshape(1, -1))  # [1, pos], BOS first
     n_layers, n_pos = model.cfg.n_layers, tokens.shape[1]
     last_logits, cache, acts, errors = clean_run(model, transcoders, tokens)
 

@@ -24,15 +24,32 @@ NOTEBOOKS = REPO_ROOT / "notebooks"
 EXERCISES = NOTEBOOKS / "exercises"
 REPO_URL = "https://github.com/mechlib-course/mechlib-course"  # the course repository, for Colab
 
+# What Colab keeps of its own when the setup cell installs the course's tested versions (constraints.txt): its
+# CUDA build of torch (the pin is the course machines' CPU wheel) and numpy, which its runtime may have imported
+# already (a new numpy would need a restart). Everything else gets the tested version.
+COLAB_KEEPS = ("torch", "numpy")
+
 SETUP_CELL = f'''# Setup (generated from mechlib/build_notebooks.py: edit it there). On Colab it fetches the course and
-# installs mechlib; locally (`make lab`) it does nothing more than pick the device and the model.
+# installs mechlib the first time (about a minute); locally (`make lab`) it only picks the device and the model.
 import os
 import sys
 
 if "google.colab" in sys.modules:
+    import subprocess
+
     REPO_URL = "{REPO_URL}"  # a fork? change it here
-    !git clone -q --depth 1 {{REPO_URL}} /content/course && pip install -q -e /content/course
-    %cd /content/course/notebooks
+    COURSE_DIR = os.environ.get("MECHLIB_COURSE_DIR", "/content/course")
+    if not os.path.isdir(f"{{COURSE_DIR}}/mechlib"):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", REPO_URL, COURSE_DIR], check=True)
+    if not os.path.exists(f"{{COURSE_DIR}}/.colab-installed"):  # once per runtime; a second run skips it
+        with open(f"{{COURSE_DIR}}/constraints.txt") as tested, open("/tmp/mechlib-colab-pins.txt", "w") as pins:
+            pins.writelines(line for line in tested if line.split("==")[0] not in {COLAB_KEEPS!r})
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/mechlib-colab-pins.txt",
+                        "-e", COURSE_DIR], check=True)
+        open(f"{{COURSE_DIR}}/.colab-installed", "w").close()
+    if COURSE_DIR not in sys.path:
+        sys.path.insert(0, COURSE_DIR)  # importable now: an editable install is seen only after a restart
+    os.chdir(f"{{COURSE_DIR}}/notebooks")
 
 import torch
 
@@ -40,8 +57,8 @@ from mechlib import best_device, claim, load_model
 
 torch.manual_seed(0)
 DEVICE = best_device()
-# "course" (word-level, 4 x 4 heads), "course-bpe" (GPT-2's tokenizer, 4 x 8 heads), or "gpt2" with internet.
-# `make course MODEL=course-bpe` sets it through the environment.
+# "course" (word-level, 4 x 4 heads), "course-bpe" (GPT-2's tokenizer, 4 x 8 heads), or "gpt2" (a GPU runtime with
+# internet, e.g. Colab's). `make course MODEL=course-bpe` sets it through the environment.
 MODEL_NAME = os.environ.get("MECHLIB_MODEL", "course")
 # claim(MODEL_NAME, test, text): a claim of the lesson about its numbers, asserted on the two course models; on
 # any other model a claim that does not hold is printed as a note, and the lesson goes on.'''

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from mechlib.course_model import batches
 from mechlib.course_tokenizers import corpus_token_ids
 from mechlib.fact_prompts import FactPrompts, answer_logits, fact_prompts
+from mechlib.files import read_safetensors, safetensors_metadata
 from mechlib.loading import MODEL_DIRS, REPO_ROOT, cache_dir, load_model, load_tokenizer, wrap_model
 
 # one landmark of each of six cities that keep other landmarks
@@ -172,12 +172,11 @@ def _fingerprint(model) -> str:
 
 def apply_changes(model, path: Path):
     """Write the changes saved by save_changes into model (its base), in place; returns model."""
-    with safe_open(path / "changes.safetensors", "pt") as f:
-        made_for = (f.metadata() or {}).get("base")
+    made_for = safetensors_metadata(path / "changes.safetensors").get("base")
     if made_for != _fingerprint(model):
         raise ValueError(f"{path} holds changes made for another model (or for other weights of this one): load "
                          "the base model it was made from, or remake it with `python -m mechlib.finetune`")
-    changes = load_file(path / "changes.safetensors")
+    changes = read_safetensors(path / "changes.safetensors")
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in changes.items():

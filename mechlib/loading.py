@@ -111,10 +111,13 @@ def resolve(name: str) -> str:
 def _tokenizer(path: str, name: str):
     from transformers import AutoTokenizer
 
+    from mechlib.untrained import watch
+
     try:
-        return AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as e:
         raise ModelLoadError(f"Can't load the tokenizer of {name!r} from {path}: {e}") from e
+    return watch(tokenizer, name, path)  # a course model's tokenizer warns about words it never trained on
 
 
 def load_tokenizer(name: str = "course"):
@@ -158,6 +161,9 @@ def wrap_model(hf_model, tokenizer, name: str, backend: Backend = "transformer_l
                compatibility_mode: bool = False) -> Any:
     """A loaded Hugging Face model (of `name`, whose config TransformerLens reads) as `backend` sees it, on the
     model's own device: how load_model ends, and how an edited or fine-tuned copy reaches every backend."""
+    from mechlib.untrained import watch
+
+    watch(tokenizer, name, MODEL_DIRS.get(name, name))  # as load_model's: warns about untrained words
     if backend == "transformers":
         return hf_model
     param = next(iter(hf_model.parameters()))
@@ -172,6 +178,7 @@ def wrap_model(hf_model, tokenizer, name: str, backend: Backend = "transformer_l
                                                 device=str(param.device), dtype=param.dtype)
     if compatibility_mode:
         model.enable_compatibility_mode(disable_warnings=True)
+    watch(model.tokenizer, name, MODEL_DIRS.get(name, name))  # the bridge keeps a tokenizer of its own
     _refuse_unknown_single_tokens(model)
     return model
 

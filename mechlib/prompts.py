@@ -20,6 +20,7 @@ import torch
 
 from mechlib.loading import is_nnsight, model_device
 from mechlib.model_diff import logits_at
+from mechlib.untrained import check_tokens
 
 
 def encode(model, text: str, bos: bool = True) -> torch.Tensor:
@@ -44,6 +45,7 @@ def to_tokens(model, prompts: str | Sequence[str] | torch.Tensor) -> torch.Tenso
     """
     device = model_device(model)
     if isinstance(prompts, torch.Tensor):
+        check_tokens(model.tokenizer, prompts)  # text is checked where it is tokenized (mechlib.untrained.watch)
         return (prompts if prompts.ndim == 2 else prompts[None]).to(device)
     if isinstance(prompts, str):
         return encode(model, prompts).to(device)

@@ -16,8 +16,9 @@ import argparse
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from mechlib.files import read_safetensors
 from mechlib.loading import REPO_ROOT
 from mechlib.toy_models import ToyConfig, ToyModel, train_toy_models
 
@@ -68,7 +69,7 @@ def toy_sweep(name: str, train_here: bool = False, directory: Path = SHIPPED) ->
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: restore it with `git checkout -- data/toy_models`, retrain it "
                                 f"with `make toy-models`, or set TRAIN_HERE = True to train the sweep in the lesson")
-    tensors = load_file(str(path))
+    tensors = read_safetensors(path)
     s = SWEEPS[name]
     model = ToyModel(ToyConfig(s["n_features"], s["n_hidden"], len(p)), p, importance)
     with torch.no_grad():

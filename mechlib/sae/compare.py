@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from mechlib.files import read_json
 from mechlib.sae.base import SAE, SAEConfig, fvu, l0
 from mechlib.sae.store import ActivationStore, InMemoryActivations, tokens_for
 from mechlib.sae.training import Trainer, TrainConfig
@@ -182,7 +183,7 @@ def load_history(path: str | Path) -> list[dict[str, float]]:
     path = Path(path) / "history.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: `make saes` writes it with the SAE")
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 def comparison_dir(model, model_name: str, hook: str) -> Path:
@@ -196,7 +197,7 @@ def comparison_dir(model, model_name: str, hook: str) -> Path:
         if not (path / "sweep.json").exists():
             raise FileNotFoundError(f"{path}/sweep.json is missing: restore it with `git checkout -- data/saes` or "
                                     "rerun the comparison with `make saes`")
-        if json.loads((path / "sweep.json").read_text())["hook"] != hook:
+        if read_json(path / "sweep.json")["hook"] != hook:  # a damaged file says so here, before the lesson reads it
             raise ValueError(f"the shipped comparison for {model_name} is for another hook than {hook!r}")
         return path
     path = cache_dir("saes") / model_name.replace("/", "--") / "compare" / hook

@@ -9,8 +9,9 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from mechlib.files import read_json, read_safetensors
 from mechlib.loading import model_device
 from mechlib.sae.base import SAE, SAEConfig
 
@@ -53,7 +54,7 @@ def load_sae(path: str | Path, model=None, hook_name: str | None = None,
         if not (path / name).exists():
             raise FileNotFoundError(f"{path} has no {name}: an SAE directory holds {CONFIG} and {WEIGHTS} "
                                     "(write one with mechlib.sae.io.save_sae)")
-    raw = json.loads((path / CONFIG).read_text())
+    raw = read_json(path / CONFIG)
     arch = raw.get("architecture", "standard")
     mine = raw.get("mechlib")
     if mine:
@@ -74,7 +75,7 @@ def load_sae(path: str | Path, model=None, hook_name: str | None = None,
     sae = ARCHITECTURES[cfg.architecture](cfg)
     if (sae.saved_architecture == "topk" and raw.get("rescale_acts_by_decoder_norm")):
         raise ValueError(f"{path}: rescale_acts_by_decoder_norm=True TopK SAEs are not supported by mechlib")
-    tensors = {name: t.float() for name, t in load_file(str(path / WEIGHTS)).items()}
+    tensors = {name: t.float() for name, t in read_safetensors(path / WEIGHTS).items()}
     want = {"W_enc": (cfg.d_in, cfg.d_sae), "W_dec": (cfg.d_sae, sae.d_out), "b_enc": (cfg.d_sae,), "b_dec": (sae.d_out,)}
     if sae.saved_architecture == "jumprelu":
         want["threshold"] = (cfg.d_sae,)
