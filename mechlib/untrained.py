@@ -19,11 +19,12 @@ any hub model) are not checked.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import sysconfig
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -32,6 +33,20 @@ _WARNED: set[tuple[str, tuple]] = set()  # (model name, prompt text or token ids
 
 class UntrainedTokenWarning(UserWarning):
     """A prompt holds a token its model never trained on."""
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """No checks inside: for mechlib's own streams of corpus text, which are no learner's prompt."""
+    global _QUIET
+    _QUIET += 1
+    try:
+        yield
+    finally:
+        _QUIET -= 1
+
+
+_QUIET = 0
 
 
 def trained_token_ids(path: str | Path) -> frozenset[int] | None:
@@ -55,14 +70,22 @@ def watch(tokenizer, name: str, path: str | Path) -> Any:
 
     def checked_encode_plus(text, *args, **kwargs):
         out = encode_plus(text, *args, **kwargs)
-        if not kwargs.get("is_split_into_words"):
+        if not _QUIET and not kwargs.get("is_split_into_words") and _holds_untrained(trained, out.get("input_ids")):
             for t in [text] if isinstance(text, str) else text if isinstance(text, (list, tuple)) else []:
                 if isinstance(t, str):
-                    check_text(tokenizer, t)
+                    check_text(tokenizer, t)  # tokenizes again, for the words: only where something is untrained
         return out
 
     tokenizer._encode_plus = checked_encode_plus
     return tokenizer
+
+
+def _holds_untrained(trained: frozenset[int], ids) -> bool:
+    """Do the token ids an encoding returned (a list, nested lists or a tensor) hold any untrained one?"""
+    if isinstance(ids, torch.Tensor):
+        ids = ids.flatten().tolist()
+    flat = [i for row in ids for i in row] if ids and isinstance(ids[0], list) else ids or []
+    return any(i not in trained for i in flat)
 
 
 def check_text(tokenizer, text: str) -> list[str]:

@@ -64,7 +64,12 @@ def _colab_venv(tmp: Path) -> Path:
     venv = tmp / "colab-venv"
     _run([sys.executable, "-m", "venv", str(venv)])
     py = venv / "bin" / "python"
-    _run([str(py), "-m", "pip", "install", "-q", *COLAB_PREINSTALLED])
+    try:
+        _run([str(py), "-m", "pip", "install", "-q", *COLAB_PREINSTALLED])
+    except RuntimeError as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"could not install Colab's preinstalled packages (no package index? CI runs this): {e}"[:600])
     purelib = Path(_run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).strip())
     (purelib / "google" / "colab").mkdir(parents=True)  # a namespace package `google`, as protobuf's
     (purelib / "google" / "colab" / "__init__.py").write_text('"""A stand-in for Colab\'s module (tests/test_colab.py)."""\n')

@@ -84,7 +84,8 @@ def test_attribution_warns_about_its_prompt(tl):
 
 
 def test_token_ids_are_checked_too(tl):
-    ids = tl.to_tokens(UNSEEN)  # warns once for the text ...
+    with pytest.warns(UntrainedTokenWarning):
+        ids = tl.to_tokens(UNSEEN)  # warns once for the text ...
     untrained._WARNED.clear()
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
@@ -201,3 +202,21 @@ def test_the_real_shipped_files_read(course_tl):
     for remake in files.REMAKE.values():
         target = remake.strip("`").split()
         assert target[0] != "make" or f"\n{target[1]}:" in makefile, remake
+
+
+def test_mechlibs_own_corpus_stream_is_no_prompt(course_tl):
+    """The SAE token stream encodes corpus text, whose random spans put punctuation side by side ("..", which the
+    course model's tokenizer makes [UNK]): a learner who typed nothing must not be warned."""
+    from mechlib.sae.store import corpus_token_batches
+
+    from mechlib.corpus import Document
+
+    stream, doc = corpus_token_batches(course_tl, batch_size=8), Document("induction")
+    doc.add(["Paris", ".", ".", "Rome"], "random", "induction")  # a random span's "Paris.. Rome"
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert course_tl.tokenizer.unk_token_id in stream.encode(doc)
+        next(stream)
+    assert _untrained_warnings(record) == []
+    with pytest.warns(UntrainedTokenWarning, match=r"'\.\.'"):  # the same text from a learner is a prompt
+        course_tl.to_tokens(doc.text)

@@ -18,6 +18,7 @@ import torch
 from mechlib import corpus
 from mechlib.loading import is_nnsight, module_at
 from mechlib.sae.tokens import pretokenized
+from mechlib.untrained import quiet
 
 
 class InMemoryActivations:
@@ -72,8 +73,12 @@ def corpus_token_batches(model, batch_size: int = 32, seed: int = 0, n_ctx: int 
     tok = model.tokenizer
     bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     context = model.cfg.n_ctx if hasattr(model, "cfg") else model.config.n_positions
-    return corpus.PackedTokenBatches(lambda doc: tok(doc.text, add_special_tokens=False)["input_ids"], bos, seed,
-                                     batch_size, min(n_ctx, context))
+
+    def encode(doc: corpus.Document) -> list[int]:
+        with quiet():  # corpus text, no learner's prompt (its random spans' "..", ".," are [UNK] on course)
+            return tok(doc.text, add_special_tokens=False)["input_ids"]
+
+    return corpus.PackedTokenBatches(encode, bos, seed, batch_size, min(n_ctx, context))
 
 
 def tokens_for(n_batches: int, batch_size: int, buffer_size: int = 65536) -> int:
