@@ -35,6 +35,9 @@ class UntrainedTokenWarning(UserWarning):
     """A prompt holds a token its model never trained on."""
 
 
+_QUIET = 0  # > 0 inside quiet()
+
+
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """No checks inside: for mechlib's own streams of corpus text, which are no learner's prompt."""
@@ -44,9 +47,6 @@ def quiet() -> Iterator[None]:
         yield
     finally:
         _QUIET -= 1
-
-
-_QUIET = 0
 
 
 def trained_token_ids(path: str | Path) -> frozenset[int] | None:
@@ -62,8 +62,10 @@ def trained_token_ids(path: str | Path) -> frozenset[int] | None:
 def watch(tokenizer, name: str, path: str | Path) -> Any:
     """Make `tokenizer` (of the model `name`, loaded from `path`) warn about untrained tokens in every text it
     encodes. Does nothing for a model without trained_tokens.json, or a tokenizer already watched. Returns it."""
-    trained = trained_token_ids(path) if Path(path).is_dir() else None
-    if trained is None or getattr(tokenizer, "mechlib_trained_ids", None) is not None:
+    if getattr(tokenizer, "mechlib_trained_ids", None) is not None or not Path(path).is_dir():
+        return tokenizer
+    trained = trained_token_ids(path)
+    if trained is None:
         return tokenizer
     tokenizer.mechlib_trained_ids, tokenizer.mechlib_model_name = trained, name
     encode_plus = tokenizer._encode_plus  # what __call__, encode and TransformerLens's to_tokens all end in
