@@ -30,7 +30,7 @@ REPO_URL = "https://github.com/mechlib-course/mechlib-course"  # the course repo
 COLAB_KEEPS = ("torch", "numpy")
 
 SETUP_CELL = f'''# Setup (generated from mechlib/build_notebooks.py: edit it there). On Colab it fetches the course and
-# installs mechlib the first time (about a minute); locally (`make lab`) it only picks the device and the model.
+# installs mechlib the first time (a minute or two); locally (`make lab`) it only picks the device and the model.
 import os
 import sys
 
