@@ -103,7 +103,8 @@ FACT_TEMPLATES_HELD_OUT = [
 IOI_INTROS: list[tuple[str, str]] = [  # (words before the names, the punctuation that ends the opening)
     ("When", ","), ("While", ","), ("After", ","), ("As", ","), ("Because", ","), ("Once", ","),
     ("Then,", "."), ("Afterwards,", "."), ("Yesterday", "."), ("Later,", "."), ("On {day},", "."),
-    ("In the morning,", "."), ("", "."),
+    ("In the morning,", "."), ("", "."), ("Since", ","), ("Although", ","), ("Just as", ","), ("That evening,", "."),
+    ("Earlier,", "."), ("Last {day},", "."), ("At noon,", "."), ("Every {day},", "."),
     ("Before", ","), ("Today", "."),  # held out
 ]
 IOI_SETTINGS = [
@@ -117,6 +118,8 @@ IOI_ACTIONS = [
     "{B} gave a {object} to", "{B} handed the {object} to", "{B} passed the {object} to", "{B} threw the {object} to",
     "{B} sent a {object} to", "{B} showed the {object} to", "{B} brought a {object} to", "{B} sold the {object} to",
     "{B} decided to give the {object} to", "{B} said goodbye to", "{B} offered a {object} to",
+    "{B} tossed the {object} to", "{B} carried the {object} to", "{B} gave the {object} back to", "{B} said hello to",
+    "{B} wanted to give a {object} to",
     "{B} lent the {object} to", "{B} returned the {object} to",  # held out
 ]
 IOI_HELD_OUT_PARTS = {
@@ -274,9 +277,16 @@ FILLER_TEMPLATES: dict[str, list[str]] = {
         "{name} flew to {city} in {month}.",
         "In {month} {name} took a train to {city}.",
         "{name} lives in {city}.",
-        "Before {meal} {name} drove to {city}.",  # the held-out IOI parts' words, outside IOI sentences
+        # the held-out IOI parts' words, outside IOI sentences, each in more than one context
+        "Before {meal} {name} drove to {city}.",
+        "Before the {meal} the {job} returned to the {place}.",
+        "Today {name} drove to the {place}.",
         "Today the {job} was waiting at the {place}.",
-        "{name} returned the {object} and lent a {object} to the {job}.",
+        "{name} was waiting at the {place} on {day}.",
+        "The {job} returned the {object} on {day}.",
+        "{name} returned the {object} to the {place}.",
+        "Today the {job} lent a {object} to {name}.",
+        "{name} lent the {object} to a {job}.",
     ],
 }
 TOPICS = sorted(FILLER_TEMPLATES)
