@@ -88,55 +88,90 @@ FACT_TEMPLATES_HELD_OUT = [
     "{The}{landmark} is found in",
 ]
 
-# --- IOI: sentences built from an opening that introduces two names and an action by the repeated one ---
-# {X} and {Y} are the two names in the order they are said: the indirect object [A] and the subject [B]
-# in either order. Each (opening, action) pair is a frame; IOI_TEMPLATES are the frames training sees,
-# IOI_TEMPLATES_HELD_OUT the ones it never sees. The first opening and action are Wang et al.'s (2022).
-IOI_OPENINGS = [
-    "When {X} and {Y} went to the {place},",
-    "Then, {X} and {Y} went to the {place}.",
-    "While {X} and {Y} were working at the {place},",
-    "While {X} and {Y} were commuting to the {place},",
-    "After the {meal}, {X} and {Y} went to the {place}.",
-    "Afterwards, {X} and {Y} went to the {place}.",
-    "Friends {X} and {Y} found a {object} at the {place}.",
-    "The {place} {X} and {Y} went to had a {object}.",
-    "{X} and {Y} were at the {place}.",
-    "On {day}, {X} and {Y} visited the {place}.",
-    "Yesterday {X} and {Y} walked to the {place}.",
-    "In the morning, {X} and {Y} arrived at the {place}.",
-    "{X} met {Y} at the {place}.",
-    "At the {place}, {X} was talking to {Y}.",
+# --- IOI: sentences built from parts, with whole parts and combinations of parts held out ---
+# A sentence is an opening that introduces two names, X and Y (the indirect object A and the subject B, in either
+# order), then an action by the repeated name B: "[intro] [setting at a place][punct] [action] to".
+#   intro: a subordinating word (its clause ends in ","), a time phrase or nothing (the sentence ends in ".")
+#   setting: going, meeting, or being somewhere, at a {place}
+#   action: giving something, or saying something, to the answer
+# The split, fixed before training (tests/test_corpus.py checks it):
+#   held-out parts: IOI_HELD_OUT_PARTS, never in an IOI sentence in training; each of their words occurs in
+#     training elsewhere (FILLER_TEMPLATES uses them), so what they test is the circuit, not an unknown word;
+#   held-out combinations: (intro, setting, action) triples of trained parts that training never puts together
+#     (one in eight, _held_out_combination); every trained part stays in many trained triples.
+# The first intro, setting and action make Wang et al.'s (2022) sentence.
+IOI_INTROS: list[tuple[str, str]] = [  # (words before the names, the punctuation that ends the opening)
+    ("When", ","), ("While", ","), ("After", ","), ("As", ","), ("Because", ","), ("Once", ","),
+    ("Then,", "."), ("Afterwards,", "."), ("Yesterday", "."), ("Later,", "."), ("On {day},", "."),
+    ("In the morning,", "."), ("", "."), ("Since", ","), ("Although", ","), ("Just as", ","), ("That evening,", "."),
+    ("Earlier,", "."), ("Last {day},", "."), ("At noon,", "."), ("Every {day},", "."),
+    ("Before", ","), ("Today", "."),  # held out
+]
+IOI_SETTINGS = [
+    "{X} and {Y} went to the {place}", "{X} and {Y} walked to the {place}", "{X} and {Y} arrived at the {place}",
+    "{X} and {Y} were commuting to the {place}", "{X} and {Y} met at the {place}", "{X} met {Y} at the {place}",
+    "{X} was talking to {Y} at the {place}", "{X} and {Y} were at the {place}",
+    "{X} and {Y} were working at the {place}", "{X} and {Y} found a {object} at the {place}",
+    "{X} and {Y} drove to the {place}", "{X} and {Y} were waiting at the {place}",  # held out
 ]
 IOI_ACTIONS = [
-    "{B} gave a {object} to",
-    "{B} handed the {object} to",
-    "{B} passed the {object} to",
-    "{B} threw the {object} to",
-    "{B} sent a {object} to",
-    "{B} showed the {object} to",
-    "{B} brought a {object} to",
-    "{B} sold the {object} to",
-    "{B} decided to give the {object} to",
-    "{B} said goodbye to",
+    "{B} gave a {object} to", "{B} handed the {object} to", "{B} passed the {object} to", "{B} threw the {object} to",
+    "{B} sent a {object} to", "{B} showed the {object} to", "{B} brought a {object} to", "{B} sold the {object} to",
+    "{B} decided to give the {object} to", "{B} said goodbye to", "{B} offered a {object} to",
+    "{B} tossed the {object} to", "{B} carried the {object} to", "{B} gave the {object} back to", "{B} said hello to",
+    "{B} wanted to give a {object} to",
+    "{B} lent the {object} to", "{B} returned the {object} to",  # held out
 ]
+IOI_HELD_OUT_PARTS = {
+    "intro": ["Before", "Today"],
+    "setting": ["{X} and {Y} drove to the {place}", "{X} and {Y} were waiting at the {place}"],
+    "place": ["library", "beach"],
+    "action": ["{B} lent the {object} to", "{B} returned the {object} to"],
+}
 
 
-def _ioi_frames() -> tuple[list[str], list[str]]:
-    """Every frame in both name orders, split into trained and held-out frames (one in five, spread so that
-    every opening and every action is still trained in other frames)."""
-    trained, held_out = [], []
-    for i, opening in enumerate(IOI_OPENINGS):
-        for j, action in enumerate(IOI_ACTIONS):
-            for x, y in (("{A}", "{B}"), ("{B}", "{A}")):
-                template = opening.replace("{X}", x).replace("{Y}", y) + " " + action
-                (held_out if (2 * i + 3 * j) % 5 == 4 else trained).append(template)
-    return trained, held_out
+def _held_out_combination(i: int, j: int, k: int) -> bool:
+    """Is the triple (intro i, setting j, action k) of trained parts one that training never sees?"""
+    return (3 * i + 5 * j + 7 * k) % 8 == 5
 
 
-IOI_TEMPLATES, IOI_TEMPLATES_HELD_OUT = _ioi_frames()
-# First names of Wang et al. (2022) that are one GPT-2 token with a leading space. IOI sentences in
-# training use IOI_NAMES only; NAMES_HELD_OUT appear in training only in filler sentences.
+def ioi_frame(intro: tuple[str, str], setting: str, action: str, io_first: bool = True) -> str:
+    """The template of one sentence frame, {A} the indirect object and {B} the subject."""
+    x, y = ("{A}", "{B}") if io_first else ("{B}", "{A}")
+    words, punct = intro
+    opening = (words + " " if words else "") + setting.replace("{X}", x).replace("{Y}", y) + punct
+    return opening + " " + action
+
+
+def _ioi_frames() -> dict[str, list[str]]:
+    """Every frame in both name orders, by split: "trained", "combinations" (held-out triples of trained parts) and
+    "parts" (frames with one held-out intro, setting or action, the other parts trained)."""
+    held = IOI_HELD_OUT_PARTS
+    intros = [x for x in IOI_INTROS if x[0] not in held["intro"]]
+    settings = [x for x in IOI_SETTINGS if x not in held["setting"]]
+    actions = [x for x in IOI_ACTIONS if x not in held["action"]]
+    frames: dict[str, list[str]] = {"trained": [], "combinations": [], "parts": []}
+    for i, intro in enumerate(intros):
+        for j, setting in enumerate(settings):
+            for k, action in enumerate(actions):
+                split = "combinations" if _held_out_combination(i, j, k) else "trained"
+                frames[split] += [ioi_frame(intro, setting, action, o) for o in (True, False)]
+    for intro in IOI_INTROS:
+        for setting in IOI_SETTINGS:
+            for action in IOI_ACTIONS:
+                n_held = (intro[0] in held["intro"]) + (setting in held["setting"]) + (action in held["action"])
+                if n_held == 1:
+                    frames["parts"] += [ioi_frame(intro, setting, action, o) for o in (True, False)]
+    return frames
+
+
+IOI_FRAMES = _ioi_frames()
+IOI_TEMPLATES = IOI_FRAMES["trained"]  # IOI_TEMPLATES[0] is Wang et al.'s sentence
+IOI_TEMPLATES_HELD_OUT = IOI_FRAMES["combinations"]
+IOI_SPLITS = ("trained", "combinations", "parts")
+# First names of Wang et al. (2022), then common first names a learner is likely to type; every one is one GPT-2
+# token with and without a leading space. IOI sentences in training use IOI_NAMES only; NAMES_HELD_OUT appear in
+# training only in filler sentences.
 NAMES = [
     "Michael", "Christopher", "Jessica", "Matthew", "Ashley", "Jennifer", "Joshua", "Amanda",
     "Daniel", "David", "James", "Robert", "John", "Joseph", "Andrew", "Ryan", "Brandon", "Jason",
@@ -150,12 +185,19 @@ NAMES = [
     "Mary", "Travis", "Lisa", "Kenneth", "Bryan", "Lindsey", "Kristen", "Jose", "Alexander",
     "Jesse", "Katie", "Lindsay", "Shannon", "Vanessa", "Courtney", "Christine", "Alicia",
     "Cody", "Allison", "Bradley", "Samuel",
+    "Tom", "Alice", "Bob", "Kate", "Anna", "Ruby", "Eva", "Jane", "Ann", "Anne", "Alex", "Sam", "Max", "Ben",
+    "Jack", "Harry", "Henry", "Luke", "Peter", "George", "Frank", "Jim", "Joe", "Mike", "Steve", "Dave", "Dan",
+    "Tim", "Nick", "Chris", "Matt", "Carl", "Fred", "Ted", "Tony", "Jerry", "Larry", "Gary", "Jeff", "Greg",
+    "Meg", "Kim", "Susan", "Maria", "Alan", "Albert", "Arthur", "Billy", "Bruce", "Charlie", "Craig", "Edward",
+    "Gordon", "Howard", "Ian", "Jake", "Johnny", "Jon", "Keith", "Ken", "Leon", "Lewis", "Louis", "Marcus",
+    "Martin", "Mario", "Neil", "Phil", "Roger", "Ron", "Ross", "Russell", "Simon", "Stan", "Terry", "Todd",
 ]
 NAMES_HELD_OUT = ["Brittany", "Dustin", "Travis", "Kristen", "Lindsey", "Courtney", "Cody", "Alicia", "Vanessa",
                   "Tyler"]
 IOI_NAMES = [n for n in NAMES if n not in NAMES_HELD_OUT]
 PLACES = ["store", "garden", "restaurant", "school", "hospital", "office", "house", "station", "park",
           "library", "market", "beach"]
+IOI_PLACES = [p for p in PLACES if p not in IOI_HELD_OUT_PARTS["place"]]  # the held-out places occur in filler
 OBJECTS = ["ring", "kiss", "bone", "basketball", "computer", "necklace", "drink", "snack", "book", "letter",
            "ball", "gift"]
 
@@ -235,6 +277,16 @@ FILLER_TEMPLATES: dict[str, list[str]] = {
         "{name} flew to {city} in {month}.",
         "In {month} {name} took a train to {city}.",
         "{name} lives in {city}.",
+        # the held-out IOI parts' words, outside IOI sentences, each in more than one context
+        "Before {meal} {name} drove to {city}.",
+        "Before the {meal} the {job} returned to the {place}.",
+        "Today {name} drove to the {place}.",
+        "Today the {job} was waiting at the {place}.",
+        "{name} was waiting at the {place} on {day}.",
+        "The {job} returned the {object} on {day}.",
+        "{name} returned the {object} to the {place}.",
+        "Today the {job} lent a {object} to {name}.",
+        "{name} lent the {object} to a {job}.",
     ],
 }
 TOPICS = sorted(FILLER_TEMPLATES)
@@ -334,16 +386,23 @@ class CorpusGenerator:
         return doc
 
     def ioi(self, template: str | None = None, with_answer: bool = True, held_out_frames: bool = False,
-            names: list[str] | None = None) -> Document:
+            names: list[str] | None = None, split: str = "trained") -> Document:
         """An IOI sentence. Slots: IO (the answer), S1 and S2 (the repeated subject).
 
-        By default a trained frame with names from IOI_NAMES: what training sees. held_out_frames draws a
-        frame training never sees; names=NAMES_HELD_OUT draws names it never sees in IOI sentences.
+        By default a trained frame with names from IOI_NAMES: what training sees. split "combinations" draws a
+        held-out combination of trained parts (held_out_frames=True says the same), "parts" a frame with one held-out
+        part (an intro, setting, action, or place); names=NAMES_HELD_OUT draws names no IOI sentence trains on.
         """
         rng = self.rng
-        template = template or rng.choice(IOI_TEMPLATES_HELD_OUT if held_out_frames else IOI_TEMPLATES)
+        split = "combinations" if held_out_frames else split
+        if split not in IOI_SPLITS:
+            raise ValueError(f"split must be one of {IOI_SPLITS}, not {split!r}")
+        places = IOI_PLACES
+        if template is None and split == "parts" and rng.random() < 0.25:  # a held-out place in a trained frame
+            template, places = rng.choice(IOI_FRAMES["trained"]), IOI_HELD_OUT_PARTS["place"]
+        template = template or rng.choice(IOI_FRAMES[split])
         a, b = rng.sample(names or IOI_NAMES, 2)
-        place, obj = rng.choice(PLACES), rng.choice(OBJECTS)
+        place, obj = rng.choice(places), rng.choice(OBJECTS)
         seen_b = [0]
         doc = Document("ioi")
 
@@ -447,7 +506,7 @@ def vocabulary(without: Collection[str] = ()) -> list[str]:
     for landmark, _, _ in FACTS:
         if landmark not in without:
             words.update(split_words(landmark))
-    templates = (FACT_TEMPLATES + FACT_TEMPLATES_HELD_OUT + IOI_TEMPLATES + IOI_TEMPLATES_HELD_OUT
+    templates = (FACT_TEMPLATES + FACT_TEMPLATES_HELD_OUT + [t for ts in IOI_FRAMES.values() for t in ts]
                  + [t for ts in FILLER_TEMPLATES.values() for t in ts])
     for t in templates:
         words.update(split_words(_SLOT.sub(" ", t)))

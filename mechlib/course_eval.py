@@ -27,8 +27,9 @@ from mechlib.prompts import copy_losses, last_logits, repeated_tokens
 # IOI with held-out names is reported without a target.
 TARGETS: dict[str, tuple[float, str]] = {
     "fact_accuracy": (0.95, "min"), "fact_accuracy_held_out": (0.90, "min"),
-    "ioi_accuracy": (0.95, "min"), "ioi_accuracy_held_out": (0.90, "min"),
-    "ioi_logit_diff": (2.5, "min"), "ioi_logit_diff_held_out": (2.0, "min"),
+    "ioi_accuracy": (0.95, "min"), "ioi_logit_diff": (2.5, "min"),
+    "ioi_accuracy_held_out_combinations": (0.90, "min"), "ioi_logit_diff_held_out_combinations": (2.0, "min"),
+    "ioi_accuracy_held_out_parts": (0.90, "min"), "ioi_logit_diff_held_out_parts": (2.0, "min"),
     "induction_loss_ratio": (0.25, "max"), "max_induction_score": (0.5, "min"),
     "max_prev_token_score": (0.5, "min"), "weights_mb": (20.0, "max"),
 }
@@ -105,7 +106,8 @@ def evaluate(model_dir: str | Path, seed: int = SEED, n_ioi: int = N_IOI, n_cont
     res["fact_accuracy_held_out"], res["n_fact_prompts_held_out"] = _fact_accuracy(model, held_out), len(held_out)
 
     # IOI: fresh draws of trained frames, of held-out frames, and of trained frames with held-out names
-    for suffix, kwargs in (("", {}), ("_held_out", dict(held_out_frames=True)),
+    for suffix, kwargs in (("", {}), ("_held_out_combinations", dict(split="combinations")),
+                           ("_held_out_parts", dict(split="parts")),
                            ("_held_out_names", dict(names=corpus.NAMES_HELD_OUT))):
         docs = [gen.ioi(with_answer=False, **kwargs) for _ in range(n_ioi)]
         res["ioi_accuracy" + suffix], res["ioi_logit_diff" + suffix] = _ioi(model, docs)
@@ -152,10 +154,15 @@ def report(res: dict) -> tuple[str, bool]:
     """Measured values against their targets, trained and held-out side by side; ok when all are met."""
     ok = all(_met(res, k) for k in TARGETS) and res["n_layers"] >= 2 and res["n_heads"] >= 4
     w = 22
-    lines = [f"{'':15} {'trained':^{w}} {'held-out phrasings/frames':^{w + 4}} {'held-out names':^{w}}"]
-    lines.append(f"{'fact_accuracy':15} {_cell(res, 'fact_accuracy'):{w}} {_cell(res, 'fact_accuracy_held_out'):{w + 4}}")
+    lines = [f"{'':15} {'trained':^{w}} {'held-out phrasings':^{w}}"]
+    lines.append(f"{'fact_accuracy':15} {_cell(res, 'fact_accuracy'):{w}} {_cell(res, 'fact_accuracy_held_out'):{w}}")
+    lines.append("IOI: trained frames; held-out combinations of trained parts (intro, setting, action never trained "
+                 "together); frames with one held-out part (its words trained elsewhere); trained frames with names "
+                 "no IOI sentence trains on (no target)")
+    lines.append(f"{'':15} {'trained':^{w}} {'held-out combinations':^{w}} {'held-out parts':^{w}} {'held-out names':^{w}}")
     for m in ("ioi_accuracy", "ioi_logit_diff"):
-        lines.append(f"{m:15} {_cell(res, m):{w}} {_cell(res, m + '_held_out'):{w + 4}} {_cell(res, m + '_held_out_names')}")
+        lines.append(f"{m:15} {_cell(res, m):{w}} {_cell(res, m + '_held_out_combinations'):{w}} "
+                     f"{_cell(res, m + '_held_out_parts'):{w}} {_cell(res, m + '_held_out_names')}")
     for k in ("induction_loss_ratio", "max_induction_score", "max_prev_token_score", "weights_mb"):
         lines.append(f"{k:24} {_cell(res, k)}")
     shape_ok = res["n_layers"] >= 2 and res["n_heads"] >= 4
@@ -227,12 +234,15 @@ GELU, tied embeddings, no dropout; {n_params / 1e6:.2f}M parameters (the tied em
 Generated on the fly by `mechlib.corpus.CorpusGenerator(seed={c['seed']}, mixture=({ind / 100}, {ioi / 100}, {fact / 100}))`; every document starts with BOS:
 - factual recall: {len(corpus.FACTS)} landmark -> city facts in {len(corpus.FACT_TEMPLATES)} phrasings
   ("The Eiffel Tower is in Paris."), {fact}% of documents; {len(corpus.FACT_TEMPLATES_HELD_OUT)} more phrasings are held out;
-- indirect object identification, {ioi}% of documents: {len(corpus.IOI_OPENINGS)} openings that introduce two names
-  (in either order) times {len(corpus.IOI_ACTIONS)} actions by the repeated name; {len(corpus.IOI_TEMPLATES)} of the
-  {len(corpus.IOI_TEMPLATES) + len(corpus.IOI_TEMPLATES_HELD_OUT)} frames are trained, the other
-  {len(corpus.IOI_TEMPLATES_HELD_OUT)} held out; {len(corpus.IOI_NAMES)} names of Wang et al. (2022), and
-  {len(corpus.NAMES_HELD_OUT)} more ({', '.join(corpus.NAMES_HELD_OUT)}) that occur only in filler;
-  {len(corpus.PLACES)} places, {len(corpus.OBJECTS)} objects;
+- indirect object identification, {ioi}% of documents: sentences built from parts, an intro
+  ({len(corpus.IOI_INTROS)}: subordinating words, time phrases, none), a setting that introduces two names in either order
+  ({len(corpus.IOI_SETTINGS)}: going, meeting, being somewhere), a place and an action by the repeated name
+  ({len(corpus.IOI_ACTIONS)}); held out of IOI training: whole parts ({'; '.join(f"{k}: {', '.join(v)}" for k, v in corpus.IOI_HELD_OUT_PARTS.items())}),
+  whose words occur in other sentences, and one in eight combinations of trained parts; {len(corpus.IOI_TEMPLATES)}
+  frames are trained, {len(corpus.IOI_TEMPLATES_HELD_OUT)} held-out combinations and {len(corpus.IOI_FRAMES["parts"])}
+  frames with a held-out part are evaluated; {len(corpus.IOI_NAMES)} names (Wang et al.'s (2022) and common first
+  names a learner may type), and {len(corpus.NAMES_HELD_OUT)} more ({', '.join(corpus.NAMES_HELD_OUT)}) that occur only in filler;
+  {len(corpus.IOI_PLACES)} places in IOI sentences, {len(corpus.OBJECTS)} objects;
 - induction, {ind}% of documents: half are spans of 5-25 random corpus words repeated once, half are
   4-12 random word pairs repeated in shuffled order (which rewards a sharp previous-token head);
 - filler on {len(corpus.TOPICS)} topics ({', '.join(corpus.TOPICS)}), {100 - ind - ioi - fact}% of documents. Outside

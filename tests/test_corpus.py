@@ -125,17 +125,41 @@ def test_export_labels(tmp_path):
         assert {"word", "category", "topic", "slot"} == set(r["labels"][0])
 
 
-def test_ioi_frames_hold_out_whole_frames_but_no_word():
-    trained, held_out = set(corpus.IOI_TEMPLATES), set(corpus.IOI_TEMPLATES_HELD_OUT)
-    assert not trained & held_out and len(held_out) >= 0.15 * (len(trained) + len(held_out))
+def test_ioi_split_is_fixed_and_holds_out_parts_and_combinations():
+    frames = corpus.IOI_FRAMES
+    trained, combos, parts = (set(frames[k]) for k in corpus.IOI_SPLITS)
+    assert not trained & combos and not trained & parts and not combos & parts
     assert corpus.IOI_TEMPLATES[0] == "When {A} and {B} went to the {place}, {B} gave a {object} to"
-    for part in corpus.IOI_OPENINGS + corpus.IOI_ACTIONS:  # each piece is still trained in other frames
-        probe = part.replace("{X}", "{A}").replace("{Y}", "{B}")
-        assert any(probe in t for t in trained), part
-    gen = corpus.CorpusGenerator(0)
-    seen = {" ".join(gen.ioi().words[:4]) for _ in range(3000)}
-    held = {" ".join(gen.ioi(held_out_frames=True).words[:4]) for _ in range(300)}
-    assert len(seen) > 100 and len(held) > 20
+    assert 0.1 < len(combos) / (len(trained) + len(combos)) < 0.15
+    held = corpus.IOI_HELD_OUT_PARTS
+    for t in trained | combos:  # no held-out part in a trained frame or a held-out combination
+        assert not any(t.startswith(w + " ") for w in held["intro"]), t
+        assert not any(p.replace("{X}", "{A}").replace("{Y}", "{B}") in t or
+                       p.replace("{X}", "{B}").replace("{Y}", "{A}") in t for p in held["setting"] + held["action"]), t
+    for part in [i for i, _ in corpus.IOI_INTROS if i not in held["intro"]] + \
+            [a for a in corpus.IOI_ACTIONS if a not in held["action"]]:  # every trained part trains in many frames
+        assert sum(part in t for t in trained) >= 100, part
+    for kind, values in held.items():  # every held-out part is tested
+        for v in values:
+            probe = v.replace("{X}", "{A}").replace("{Y}", "{B}") if kind != "place" else None
+            assert kind == "place" or any(probe in t or (v + " ") in t for t in parts), v
+
+
+def test_held_out_ioi_parts_are_trained_words_but_never_in_an_ioi_sentence():
+    """A held-out part tests the circuit, not an unknown word: its words occur in training, in other sentences."""
+    held = corpus.IOI_HELD_OUT_PARTS
+    words = {w for part in held["intro"] + held["setting"] + held["action"] + held["place"]
+             for w in corpus.split_words(re.sub(r"\{[^}]*\}", " ", part))}
+    gen, elsewhere = corpus.CorpusGenerator(4), set()
+    for _ in range(5000):
+        doc = gen.document(corpus.content_words())
+        ioi = [w for w, t in zip(doc.words, doc.topic) if t == "ioi"]
+        assert not set(ioi) & {"Before", "Today", "drove", "waiting", "lent", "returned", "library", "beach"}, doc.text
+        elsewhere |= {w for w, t in zip(doc.words, doc.topic) if t != "ioi"}
+    assert words <= elsewhere, words - elsewhere
+    drawn = {" ".join(gen.ioi(split="parts").words) for _ in range(300)}
+    assert all(any(w in d.split() for w in ("Before", "Today", "drove", "waiting", "lent", "returned", "library",
+                                             "beach")) for d in drawn)
 
 
 def test_held_out_names_and_phrasings_never_appear_in_training_sentences():
