@@ -166,6 +166,14 @@ def _ioi_frames() -> dict[str, list[str]]:
 
 
 IOI_FRAMES = _ioi_frames()
+
+
+def frames_with_part(kind: str, part: str) -> list[str]:
+    """The held-out-part frames that hold `part` (a held-out intro, setting or action): one part's own test set."""
+    if kind == "intro":
+        return [f for f in IOI_FRAMES["parts"] if f.startswith(part + " ")]
+    forms = [part.replace("{X}", x).replace("{Y}", y) for x, y in (("{A}", "{B}"), ("{B}", "{A}"))]
+    return [f for f in IOI_FRAMES["parts"] if any(form in f for form in forms)]
 IOI_TEMPLATES = IOI_FRAMES["trained"]  # IOI_TEMPLATES[0] is Wang et al.'s sentence
 IOI_TEMPLATES_HELD_OUT = IOI_FRAMES["combinations"]
 IOI_SPLITS = ("trained", "combinations", "parts")
@@ -386,18 +394,19 @@ class CorpusGenerator:
         return doc
 
     def ioi(self, template: str | None = None, with_answer: bool = True, held_out_frames: bool = False,
-            names: list[str] | None = None, split: str = "trained") -> Document:
+            names: list[str] | None = None, split: str = "trained", places: list[str] | None = None) -> Document:
         """An IOI sentence. Slots: IO (the answer), S1 and S2 (the repeated subject).
 
         By default a trained frame with names from IOI_NAMES: what training sees. split "combinations" draws a
         held-out combination of trained parts (held_out_frames=True says the same), "parts" a frame with one held-out
-        part (an intro, setting, action, or place); names=NAMES_HELD_OUT draws names no IOI sentence trains on.
+        part (an intro, setting, action, or place); names=NAMES_HELD_OUT draws names no IOI sentence trains on, and
+        places a place from that list (IOI_PLACES by default).
         """
         rng = self.rng
         split = "combinations" if held_out_frames else split
         if split not in IOI_SPLITS:
             raise ValueError(f"split must be one of {IOI_SPLITS}, not {split!r}")
-        places = IOI_PLACES
+        places = places or IOI_PLACES
         if template is None and split == "parts" and rng.random() < 0.25:  # a held-out place in a trained frame
             template, places = rng.choice(IOI_FRAMES["trained"]), IOI_HELD_OUT_PARTS["place"]
         template = template or rng.choice(IOI_FRAMES[split])

@@ -35,6 +35,7 @@ TARGETS: dict[str, tuple[float, str]] = {
 }
 SEED = 12345  # prompts are drawn with a seed that training (seed 0) never used
 N_IOI = 400
+N_PER_PART = 100  # IOI prompts per held-out part (no target: a finer look than the pooled column)
 N_CONTEXT = 200
 
 
@@ -95,6 +96,20 @@ def abilities(model, n_ioi: int = 200, seed: int = SEED, exclude: tuple[int, ...
             "induction loss ratio": second / first}
 
 
+def held_out_part_documents(gen: corpus.CorpusGenerator, n: int) -> dict[str, list[corpus.Document]]:
+    """n IOI prompts per held-out part, the part alone: its frames for an intro, setting or action; trained
+    frames with a held-out place. The held-out-parts column pools them; one weak part can hide in the pool."""
+    docs = {}
+    for kind in ("intro", "setting", "action"):
+        for part in corpus.IOI_HELD_OUT_PARTS[kind]:
+            frames = corpus.frames_with_part(kind, part)
+            docs[f"{kind} {part!r}"] = [gen.ioi(gen.rng.choice(frames), with_answer=False) for _ in range(n)]
+    for place in corpus.IOI_HELD_OUT_PARTS["place"]:
+        docs[f"place {place!r}"] = [gen.ioi(gen.rng.choice(corpus.IOI_FRAMES["trained"]), with_answer=False,
+                                            places=[place]) for _ in range(n)]
+    return docs
+
+
 def evaluate(model_dir: str | Path, seed: int = SEED, n_ioi: int = N_IOI, n_context: int = N_CONTEXT) -> dict:
     """Measure a course model's targets on fresh prompts."""
     model = load_model(str(model_dir), device="cpu")
@@ -112,6 +127,8 @@ def evaluate(model_dir: str | Path, seed: int = SEED, n_ioi: int = N_IOI, n_cont
         docs = [gen.ioi(with_answer=False, **kwargs) for _ in range(n_ioi)]
         res["ioi_accuracy" + suffix], res["ioi_logit_diff" + suffix] = _ioi(model, docs)
     res["n_ioi_prompts"] = n_ioi
+    res["ioi_each_held_out_part"] = {part: list(_ioi(model, docs))
+                                     for part, docs in held_out_part_documents(gen, N_PER_PART).items()}
 
     # induction: random spans of 20 single-token corpus words, then the same 20 again
     tokens = repeated_tokens(model, 50, 20, seed).cpu()  # [batch, 41]
@@ -163,6 +180,9 @@ def report(res: dict) -> tuple[str, bool]:
     for m in ("ioi_accuracy", "ioi_logit_diff"):
         lines.append(f"{m:15} {_cell(res, m):{w}} {_cell(res, m + '_held_out_combinations'):{w}} "
                      f"{_cell(res, m + '_held_out_parts'):{w}} {_cell(res, m + '_held_out_names')}")
+    if "ioi_each_held_out_part" in res:  # evaluation.json written before the per-part figures has none
+        lines.append(f"each held-out part alone ({N_PER_PART} prompts each; accuracy / logit diff, no target): " +
+                     "; ".join(f"{p} {a:.2f} / {d:.1f}" for p, (a, d) in res["ioi_each_held_out_part"].items()))
     for k in ("induction_loss_ratio", "max_induction_score", "max_prev_token_score", "weights_mb"):
         lines.append(f"{k:24} {_cell(res, k)}")
     shape_ok = res["n_layers"] >= 2 and res["n_heads"] >= 4

@@ -3,12 +3,12 @@
 The course models learn only the tokens of their corpus (listed in each model's trained_tokens.json). Any other
 token still has an embedding and an unembedding, but they are the random ones training started from, so what the
 model computes on it means nothing. On the course model a word outside its vocabulary becomes `[UNK]`, which
-training never shows; on course-bpe a common first name such as " Tom" is a real GPT-2 token that its corpus never
+training never shows; on course-bpe a common first name such as " Oscar" is a real GPT-2 token that its corpus never
 uses. Nothing in the numbers tells a learner this, so every prompt is checked where it is tokenized:
 
     model = load_model("course-bpe")
-    model.to_tokens("When Tom and Mary went to the store, Mary gave a ring to")
-    # UntrainedTokenWarning: course-bpe never trained on ' Tom' ...
+    model.to_tokens("When Oscar and Mary went to the store, Mary gave a ring to")
+    # UntrainedTokenWarning: course-bpe never trained on ' Oscar' ...
 
 `watch(tokenizer, name)` (called by mechlib.loading for every model it loads) makes the tokenizer check each text
 it encodes, which covers TransformerLens's `to_tokens`, `model(text)` and `run_with_cache(text)`, nnsight's traces,

@@ -211,3 +211,21 @@ def test_word_token_ids_are_whole_corpus_words(kind):
         assert words == sorted(trained)
     else:  # " Paris" is one token; "iff" (of " Eiffel") is trained, but only ever inside that word
         assert 6342 in words and 733 in trained and 733 not in words and set(words) < trained
+
+
+def test_each_held_out_part_has_its_own_prompts_with_that_part_only():
+    """make evaluate's per-part line: each held-out part's prompts hold that part and no other held-out part."""
+    from mechlib.course_eval import held_out_part_documents
+
+    held = corpus.IOI_HELD_OUT_PARTS
+    docs = held_out_part_documents(corpus.CorpusGenerator(3), 20)
+    assert len(docs) == sum(len(v) for v in held.values())
+    held_words = {"Before", "Today", "drove", "waiting", "lent", "returned", "library", "beach"}
+    for label, ds in docs.items():
+        kind, part = label.split(" ", 1)
+        own = {w for w in corpus.split_words(re.sub(r"\{[^}]*\}", " ", part.strip("'"))) if w in held_words}
+        assert len(ds) == 20 and own
+        for d in ds:
+            words = set(d.words)
+            assert own <= words and not (held_words - own) & words, (label, d.text)
+            assert d.slot.count("IO") == 1 and "answer" not in d.slot

@@ -24,7 +24,7 @@ from mechlib.untrained import UntrainedTokenWarning
 
 # An IOI sentence whose indirect object is a common name the corpus never uses: [UNK] on course, an untrained
 # GPT-2 token on course-bpe. CORRUPTED, its corruption for patching, has the same token count and only trained words.
-UNSEEN = "When Tom and Mary went to the store, Mary gave a ring to"
+UNSEEN = "When Oscar and Mary went to the store, Mary gave a ring to"
 KNOWN = "When John and Mary went to the store, Mary gave a ring to"
 CORRUPTED = "When John and Mary went to the store, John gave a ring to"
 
@@ -48,7 +48,7 @@ def _untrained_warnings(record) -> list[str]:
 def _one_warning_naming_tom(record, name: str) -> None:
     found = _untrained_warnings(record)
     assert len(found) == 1, found
-    assert "Tom" in found[0] and name in found[0] and "IOI_NAMES" in found[0], found[0]
+    assert "Oscar" in found[0] and name in found[0] and "IOI_NAMES" in found[0], found[0]
 
 
 ENTRIES = {
@@ -135,9 +135,9 @@ def test_other_models_are_not_checked():
 
 
 def test_trained_words_lists_the_corpus_names(course_tl, course_bpe_tl):
-    assert "Mary" in untrained.trained_words(course_tl) and "Tom" not in untrained.trained_words(course_tl)
+    assert "Mary" in untrained.trained_words(course_tl) and "Oscar" not in untrained.trained_words(course_tl)
     words = untrained.trained_words(course_bpe_tl)
-    assert " Mary" in words and " Tom" not in words
+    assert " Mary" in words and " Oscar" not in words
 
 
 # --- damaged files ---

@@ -16,6 +16,7 @@ from typing import Iterator
 import torch
 
 from mechlib import corpus
+from mechlib.course_tokenizers import word_encoder
 from mechlib.loading import is_nnsight, module_at
 from mechlib.sae.tokens import pretokenized
 from mechlib.untrained import quiet
@@ -69,14 +70,17 @@ def hook_width(model, hook_name: str) -> int:
 
 def corpus_token_batches(model, batch_size: int = 32, seed: int = 0, n_ctx: int = 128) -> corpus.PackedTokenBatches:
     """The course corpus's training mixture in the model's own tokenizer, packed into rows of
-    min(n_ctx, the model's context) tokens.  # an iterator of [batch, seq]"""
+    min(n_ctx, the model's context) tokens, each word encoded on its own as in the course models' training
+    (so a random span's ".." is two "." tokens, not one unknown token).  # an iterator of [batch, seq]"""
     tok = model.tokenizer
     bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     context = model.cfg.n_ctx if hasattr(model, "cfg") else model.config.n_positions
 
+    encode_words = word_encoder(tok)  # word by word, as the course models were trained
+
     def encode(doc: corpus.Document) -> list[int]:
-        with quiet():  # corpus text, no learner's prompt (its random spans' "..", ".," are [UNK] on course)
-            return tok(doc.text, add_special_tokens=False)["input_ids"]
+        with quiet():  # corpus text, no learner's prompt: nothing to warn about
+            return encode_words(doc.words)
 
     return corpus.PackedTokenBatches(encode, bos, seed, batch_size, min(n_ctx, context))
 
