@@ -69,7 +69,7 @@ course-model: $(STAMP)  ## retrain the course models from scratch, then print th
 # (mechlib.sae.compare: five architectures tuned to L0 = 16 at 8x on the same tokens, three seeds each, the three
 # remedy SAEs of section 4, and an SAE on the MLP's output), about 15 minutes each.
 SAE_TRAIN = $(BIN)/python -m mechlib.sae train --normalize
-saes: $(STAMP)  ## retrain the SAEs shipped in data/saes/ (about 45 min on 2 CPU cores), printing their metrics
+saes: $(STAMP)  ## retrain the SAEs shipped in data/saes/ (30 min on one thread of 2 CPU cores), printing their metrics
 	$(SAE_TRAIN) --steps 500 --lr 3e-3 --hook blocks.2.hook_resid_post --architecture topk --k 16 --dead-after 50 --out data/saes/L2-topk-8x
 	$(SAE_TRAIN) --steps 500 --hook blocks.0.hook_resid_post --architecture topk --k 16 --dead-after 50 --out data/saes/L0-topk-8x
 	$(SAE_TRAIN) --model course-bpe --steps 300 --lr 3e-3 --hook blocks.2.hook_resid_post --architecture topk --k 16 --dead-after 50 --out data/saes/course-bpe/L2-topk-8x

@@ -10,6 +10,7 @@ are ordinary English, so they are valid prompts for GPT-2 small too.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -509,6 +510,13 @@ class CorpusGenerator:
 def vocabulary(without: Collection[str] = ()) -> list[str]:
     """Every word the corpus can emit, special tokens first, then sorted: one token each. Without the landmarks
     named in `without`, the words the rest of the corpus would still use."""
+    return list(_vocabulary(frozenset(without)))
+
+
+@functools.lru_cache(maxsize=32)
+def _vocabulary(without: frozenset[str]) -> tuple[str, ...]:
+    """vocabulary(), computed once per `without`: it reads every IOI frame (thousands), and the corpus's own
+    generators and tests ask for it per document."""
     words: set[str] = set()
     for lst in WORDS.values():
         words.update(lst)
@@ -520,7 +528,7 @@ def vocabulary(without: Collection[str] = ()) -> list[str]:
     for t in templates:
         words.update(split_words(_SLOT.sub(" ", t)))
     words.update(["The", "the", "."] + [str(i) for i in range(10)])
-    return [BOS, UNK] + sorted(words)
+    return (BOS, UNK, *sorted(words))
 
 
 def export_labels(path: str | Path, n_documents: int, seed: int = 0) -> Path:

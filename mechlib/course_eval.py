@@ -264,7 +264,8 @@ Generated on the fly by `mechlib.corpus.CorpusGenerator(seed={c['seed']}, mixtur
   names a learner may type), and {len(corpus.NAMES_HELD_OUT)} more ({', '.join(corpus.NAMES_HELD_OUT)}) that occur only in filler;
   {len(corpus.IOI_PLACES)} places in IOI sentences, {len(corpus.OBJECTS)} objects;
 - induction, {ind}% of documents: half are spans of 5-25 random corpus words repeated once, half are
-  4-12 random word pairs repeated in shuffled order (which rewards a sharp previous-token head);
+  4-12 random word pairs repeated in shuffled order (meant to reward a sharp previous-token head; whether
+  this model learned one, the previous-token score under "Measured" says);
 - filler on {len(corpus.TOPICS)} topics ({', '.join(corpus.TOPICS)}), {100 - ind - ioi - fact}% of documents. Outside
   induction, 30% of documents get a filler sentence before their main sentence, and 30% one after.
 The generator labels every word with its category, topic and template slot

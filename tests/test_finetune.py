@@ -74,12 +74,12 @@ def test_another_models_training_covers_its_whole_vocabulary():
     top, h = logits(model)
     direction = h.mean(0) / h.mean(0).norm()  # [d_model]
     with torch.no_grad():
-        model.lm_head.weight[unused] = direction * (top.max(-1).values / (h @ direction)).max() * 1.05
+        model.lm_head.weight[unused] = direction * (top.max(-1).values / (h @ direction)).max() * 1.5
     assert (logits(model)[0].argmax(-1) == unused).all()
     hub = copy.deepcopy(model)
     hub.config._name_or_path = "gpt2"  # what a hub model's config says
     assert is_course_model(model) and not is_course_model(hub)
     for m in (model, hub):
-        train_answers(m, tokenizer, facts, answers, steps=20)
+        train_answers(m, tokenizer, facts, answers, steps=40)
     assert (logits(model)[0].argmax(-1) == unused).all()
     assert (logits(hub)[0].argmax(-1) == answers).float().mean() > 0.95

@@ -62,7 +62,9 @@ def test_batched_patching_equals_transformer_lens(ioi, ioi_abc, name):
         torch.testing.assert_close(got_denoise, want_denoise.cpu(), atol=1e-5, rtol=0)
         torch.testing.assert_close(got_noise, want_noise.cpu(), atol=1e-5, rtol=0)
         largest = max(largest, got_denoise.abs().max().item(), (1 - got_noise).abs().max().item())
-    assert largest > 0.05  # some patch moved the metric: the comparison is not of two blank maps
+    # some patch moved the metric, a hundred times the tolerance or more: the comparison is not of two blank maps
+    # (the retrained course model's queries carry little of IOI: their largest patch moves it by about 0.02)
+    assert largest > 100 * 1e-5
 
 
 def test_every_component_is_compared_with_transformer_lens():
@@ -114,15 +116,16 @@ def _path_patch_loop(model, clean, corrupted, metric, receivers, receiver_input)
 
 
 @pytest.mark.parametrize("receivers,receiver_input,data", [
-    ("logits", "q", "ioi"), ([(3, 0), (3, 3)], "v", "ioi"), ([(3, 0), (3, 3)], "k", "ioi_abc"),
-    ([(3, 0), (3, 3)], "q", "ioi_abc")])
+    ("logits", "q", "ioi"), ([(3, 0), (3, 2)], "v", "ioi"), ([(2, 0), (2, 1), (2, 2), (2, 3)], "k", "ioi_abc"),
+    ([(2, 0), (2, 1), (2, 2), (2, 3)], "q", "ioi_abc")])
 def test_path_patching_equals_a_plain_loop(request, receivers, receiver_input, data):
     model, clean, corrupted, metric = request.getfixturevalue(data)
     with torch.no_grad():
         want = _path_patch_loop(model, clean, corrupted, metric, receivers, receiver_input)
     got = path_patch(model, clean, corrupted, metric, receivers, receiver_input, max_rows=24)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0, equal_nan=True)
-    assert (got[~got.isnan()] - 1).abs().max() > 0.02  # some path matters, far beyond the tolerance
+    assert (got[~got.isnan()] - 1).abs().max() > 100 * 1e-5  # some path matters, far beyond the tolerance (lesson 04:
+    # on the course model no single sender moves these receivers' queries by more than about 0.01)
 
 
 def test_path_patching_to_logits_skips_nothing_and_to_heads_only_earlier_senders(ioi):

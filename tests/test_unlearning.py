@@ -78,12 +78,9 @@ def test_forgetting_names_takes_their_facts_and_keeps_the_rest(name, request):
     edited = wrap_model(hf, tok, name)
     right = answer_logits(edited, facts).argmax(-1).cpu() == facts.answer  # [n]
     whole = [n for n, _, _ in corpus.FACTS if n in RESTRICTED and set(encode(tok, " " + n)) <= set(forgotten)]
-    assert len(whole) >= 4
+    assert len(whole) >= (4 if name == "course" else 3)  # course-bpe: " Col os se um" shares "se" with other words
     kept = {landmark: right[facts.about([landmark])].float().mean().item() for landmark in whole}
-    if name == "course":  # names made only of their own tokens: their facts are gone, every one
-        assert max(kept.values()) < 0.3, kept
-    else:  # course-bpe keeps part of two (lesson 07: the Brandenburg Gate, Big Ben); most of them go
-        assert sum(kept.values()) / len(kept) < 0.35 and sorted(kept.values())[len(kept) // 2 - 1] < 0.1, kept
+    assert max(kept.values()) < 0.3, kept  # names made only of their own tokens: their facts are gone, every one
     base_right = answer_logits(base, facts).argmax(-1).cpu() == facts.answer  # [n]
     others = ~facts.about(RESTRICTED)
     assert (right == base_right)[others].all()  # every other landmark's answer unchanged, in every phrasing

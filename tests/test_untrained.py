@@ -205,8 +205,10 @@ def test_the_real_shipped_files_read(course_tl):
 
 
 def test_mechlibs_own_corpus_stream_is_no_prompt(course_tl):
-    """The SAE token stream encodes corpus text, whose random spans put punctuation side by side ("..", which the
-    course model's tokenizer makes [UNK]): a learner who typed nothing must not be warned."""
+    """The SAE token stream encodes corpus documents word by word, as the course models were trained, so a random
+    span's punctuation side by side ("..", which the course model's tokenizer makes [UNK] in text) stays two "."
+    tokens; and a learner who typed nothing is not warned."""
+    from mechlib.course_tokenizers import word_encoder
     from mechlib.sae.store import corpus_token_batches
 
     from mechlib.corpus import Document
@@ -215,7 +217,8 @@ def test_mechlibs_own_corpus_stream_is_no_prompt(course_tl):
     doc.add(["Paris", ".", ".", "Rome"], "random", "induction")  # a random span's "Paris.. Rome"
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        assert course_tl.tokenizer.unk_token_id in stream.encode(doc)
+        ids = stream.encode(doc)
+        assert ids == word_encoder(course_tl.tokenizer)(doc.words) and course_tl.tokenizer.unk_token_id not in ids
         next(stream)
     assert _untrained_warnings(record) == []
     with pytest.warns(UntrainedTokenWarning, match=r"'\.\.'"):  # the same text from a learner is a prompt
