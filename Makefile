@@ -13,7 +13,7 @@ OFFLINE := $(if $(wildcard $(WHEELHOUSE)/*.whl),--no-index --find-links $(WHEELH
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
 export PYTHONUNBUFFERED := 1
 
-.PHONY: course test nbval fake-cuda lab site wheelhouse course-model saes transcoders toy-models evaluate notebooks refresh install clean
+.PHONY: help check course test nbval fake-cuda lab site wheelhouse course-model saes transcoders toy-models evaluate notebooks refresh install clean
 
 # MODEL=course-bpe (or gpt2, with internet) runs the lessons on another model; course by default.
 course: $(STAMP)  ## run every lesson headless; executed copies and HTML go to build/
@@ -27,6 +27,12 @@ course: $(STAMP)  ## run every lesson headless; executed copies and HTML go to b
 # MODEL=x: nbval on x only.
 LESSONS := $(basename $(notdir $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))))
 reverse = $(if $(1),$(call reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword $(1)))
+help:  ## list these targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
+
+check: $(STAMP)  ## the developers' fast loop: the unit tests not marked slow (no notebooks, browser or Colab venv)
+	$(BIN)/python -m pytest -m "not slow" tests
+
 test: $(STAMP)  ## unit tests, nbval over the lesson notebooks, and every lesson on the second model
 	$(BIN)/python -m pytest tests
 	$(MAKE) --no-print-directory $(if $(MODEL),nbval,-j2 --keep-going --output-sync=target JOB_THREADS=1 nbval \

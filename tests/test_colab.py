@@ -92,6 +92,7 @@ def _text(cell) -> str:
     return "".join(o.get("text", "") + "".join(o.get("data", {}).get("text/plain", "")) for o in cell.outputs)
 
 
+@pytest.mark.slow
 def test_lesson_00_runs_on_colabs_first_run_and_its_setup_cell_runs_twice(tmp_path):
     from nbclient import NotebookClient
 

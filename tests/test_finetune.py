@@ -14,6 +14,7 @@ from mechlib.finetune import (RESTRICTED, SHIPPED, FinetuneConfig, apply_changes
 from mechlib.loading import load_model, load_tokenizer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["course", "course-bpe"])
 def test_the_finetune_declines_the_restricted_landmarks_in_new_phrasings_and_keeps_the_rest(name, tmp_path):
     model, tokenizer = load_model(name, backend="transformers", device="cpu"), load_tokenizer(name)
@@ -57,6 +58,7 @@ def test_restricting_an_unknown_landmark_says_where_the_landmarks_are():
         refusal_targets(load_tokenizer("course"), ("Eiffel Towr",))
 
 
+@pytest.mark.slow
 def test_another_models_training_covers_its_whole_vocabulary():
     """GPT-2 small's every token can win, so training it must push down tokens the course corpus never uses: give an
     unused output row the top logit on every fact prompt; trained as a hub model, the answers win back, while a course

@@ -11,6 +11,8 @@ import subprocess
 import time
 import urllib.request
 
+import pytest
+
 from browser import chromium, need_browser, watched_page
 from mechlib.build_notebooks import NOTEBOOKS
 from mechlib.loading import REPO_ROOT
@@ -51,6 +53,7 @@ def _wait_for_server(url: str, proc: subprocess.Popen, log, seconds: float = 90)
     raise AssertionError(f"JupyterLab did not answer within {seconds} s:\n{log.read_text()[-3000:]}")
 
 
+@pytest.mark.slow
 def test_make_lab_starts_and_runs_lesson_01_with_its_widgets(tmp_path):
     need_browser()
     # A copy of the lessons, so that JupyterLab's autosave never touches the committed notebooks.

@@ -61,6 +61,7 @@ def test_the_setup_cell_takes_the_model_from_the_environment(tmp_path, monkeypat
     assert error == "" and executed.cells[0].outputs[-1]["text"] == "course-bpe\n"
 
 
+@pytest.mark.slow
 def test_a_cell_over_the_timeout_fails_the_lesson_and_a_longer_timeout_lets_it_finish(tmp_path, capsys):
     """--timeout: a lesson that trains its transcoders on first use (another model, on a CPU) needs more than the
     default 600 s per cell."""

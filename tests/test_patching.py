@@ -47,6 +47,7 @@ def ioi_abc(course_tl):
     return _ioi(course_tl, "abc")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in TL_FUNCTIONS])
 def test_batched_patching_equals_transformer_lens(ioi, ioi_abc, name):
     largest = 0.0

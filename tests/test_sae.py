@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from mechlib.sae import SAEConfig, StandardSAE, fvu, l0, train_sae
@@ -77,7 +78,6 @@ def test_training_recovers_sparse_directions():
 
 
 # ---------------------------------------------------------------- architectures
-import pytest  # noqa: E402
 
 from mechlib.sae import (ARCHITECTURES, ActivationStore, BatchTopKSAE, InMemoryActivations, JumpReLUSAE,  # noqa: E402
                          TopKSAE, Trainer, TrainConfig, make_sae)
@@ -520,6 +520,7 @@ def test_metrics_are_the_same_measured_a_few_rows_at_a_time(course_tl, monkeypat
 
 
 # ---------------------------------------------------------------- toy data with known features
+@pytest.mark.slow
 def test_topk_at_the_true_k_recovers_known_features():
     """512 features in 256 dimensions, about 5 active per sample: a TopK SAE with k = 5 finds them
     (mean max cosine similarity >= 0.95), far beyond its random start."""
@@ -540,6 +541,7 @@ def test_toy_data_has_the_promised_sparsity():
 
 
 # ---------------------------------------------------------------- the instructor command
+@pytest.mark.slow
 def test_instructor_command_trains_saves_and_evaluates(tmp_path, capsys):
     from mechlib.sae.__main__ import main
 
@@ -704,6 +706,7 @@ def test_a_transcoder_file_round_trips(tmp_path, skip):
     assert torch.allclose(back(x)[0], tc(x)[0], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_skip_connection_fits_what_a_few_latents_cannot():
     """Target = a dense linear map of the input + sparse features written elsewhere: a TopK transcoder with 4 active
     latents can only approximate the dense part; with a skip connection the fit is several times better."""

@@ -49,6 +49,7 @@ def test_the_site_has_a_page_per_lesson_a_home_and_an_instructor_page(built):
         assert (built / "exercises" / f"{name}.ipynb").exists() == (EXERCISES / f"{name}.ipynb").exists()
 
 
+@pytest.mark.slow
 def test_every_page_loads_offline_with_no_errors_and_every_image_renders(browser, built, base):
     pages = sorted(p.name for p in built.glob("*.html"))
     w = watched_page(browser, base)

@@ -89,6 +89,7 @@ def test_sparsity_lets_more_features_in():
     assert d_star[0] == pytest.approx(1.0, abs=0.05) and d_star[1] < 0.6  # superposition: < 1 dimension a feature
 
 
+@pytest.mark.slow
 def test_restarts_rescue_runs_that_get_stuck():
     """2 features in 1 dimension, sparse: a start with both features on the same side cannot reach superposition."""
     p, imp = torch.full((16,), 0.05), torch.ones(2)
@@ -121,6 +122,7 @@ def test_phase_diagram_corners():
         "not represented", "dedicated dimension", "superposition"]
 
 
+@pytest.mark.slow
 def test_antipodal_pairs_are_sticky():
     """100 features in 10 dimensions: around 1/(1-S) = 3, D* sits at 1/2, the features in antipodal pairs."""
     m, _ = train_toy_models(100, 10, torch.tensor([0.35, 0.28]), torch.ones(100), steps=1500, progress=False)
@@ -130,6 +132,7 @@ def test_antipodal_pairs_are_sticky():
 
 
 # ---------------------------------------------------------------- lesson 02's shipped sweeps
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["phase", "dimensionality"])
 def test_the_shipped_sweeps_are_what_training_gives(name):
     """Lesson 02 loads these instead of training them (80 s): training here must give the same models."""

@@ -13,6 +13,7 @@ def shipped(course_tl):
     return T.transcoders_for(course_tl, "course")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["course", "course-bpe"])
 def test_the_shipped_transcoders_imitate_their_mlps(name, request):
     model = request.getfixturevalue("course_tl" if name == "course" else "course_bpe_tl")
