@@ -175,6 +175,8 @@ def frames_with_part(kind: str, part: str) -> list[str]:
         return [f for f in IOI_FRAMES["parts"] if f.startswith(part + " ")]
     forms = [part.replace("{X}", x).replace("{Y}", y) for x, y in (("{A}", "{B}"), ("{B}", "{A}"))]
     return [f for f in IOI_FRAMES["parts"] if any(form in f for form in forms)]
+
+
 IOI_TEMPLATES = IOI_FRAMES["trained"]  # IOI_TEMPLATES[0] is Wang et al.'s sentence
 IOI_TEMPLATES_HELD_OUT = IOI_FRAMES["combinations"]
 IOI_SPLITS = ("trained", "combinations", "parts")

@@ -120,7 +120,8 @@ def evaluate(model_dir: str | Path, seed: int = SEED, n_ioi: int = N_IOI, n_cont
     res["fact_accuracy"], res["n_fact_prompts"] = _fact_accuracy(model, trained), len(trained)
     res["fact_accuracy_held_out"], res["n_fact_prompts_held_out"] = _fact_accuracy(model, held_out), len(held_out)
 
-    # IOI: fresh draws of trained frames, of held-out frames, and of trained frames with held-out names
+    # IOI: fresh draws of trained frames, held-out combinations, frames with a held-out part, and held-out names;
+    # then each held-out part alone
     for suffix, kwargs in (("", {}), ("_held_out_combinations", dict(split="combinations")),
                            ("_held_out_parts", dict(split="parts")),
                            ("_held_out_names", dict(names=corpus.NAMES_HELD_OUT))):

@@ -125,6 +125,10 @@ def test_export_labels(tmp_path):
         assert {"word", "category", "topic", "slot"} == set(r["labels"][0])
 
 
+# the words that only the held-out IOI parts use in an IOI sentence
+HELD_OUT_WORDS = {"Before", "Today", "drove", "waiting", "lent", "returned", "library", "beach"}
+
+
 def test_ioi_split_is_fixed_and_holds_out_parts_and_combinations():
     frames = corpus.IOI_FRAMES
     trained, combos, parts = (set(frames[k]) for k in corpus.IOI_SPLITS)
@@ -154,12 +158,11 @@ def test_held_out_ioi_parts_are_trained_words_but_never_in_an_ioi_sentence():
     for _ in range(5000):
         doc = gen.document(corpus.content_words())
         ioi = [w for w, t in zip(doc.words, doc.topic) if t == "ioi"]
-        assert not set(ioi) & {"Before", "Today", "drove", "waiting", "lent", "returned", "library", "beach"}, doc.text
+        assert not set(ioi) & HELD_OUT_WORDS, doc.text
         elsewhere |= {w for w, t in zip(doc.words, doc.topic) if t != "ioi"}
     assert words <= elsewhere, words - elsewhere
     drawn = {" ".join(gen.ioi(split="parts").words) for _ in range(300)}
-    assert all(any(w in d.split() for w in ("Before", "Today", "drove", "waiting", "lent", "returned", "library",
-                                             "beach")) for d in drawn)
+    assert all(HELD_OUT_WORDS & set(d.split()) for d in drawn)
 
 
 def test_held_out_names_and_phrasings_never_appear_in_training_sentences():
@@ -220,12 +223,11 @@ def test_each_held_out_part_has_its_own_prompts_with_that_part_only():
     held = corpus.IOI_HELD_OUT_PARTS
     docs = held_out_part_documents(corpus.CorpusGenerator(3), 20)
     assert len(docs) == sum(len(v) for v in held.values())
-    held_words = {"Before", "Today", "drove", "waiting", "lent", "returned", "library", "beach"}
     for label, ds in docs.items():
         kind, part = label.split(" ", 1)
-        own = {w for w in corpus.split_words(re.sub(r"\{[^}]*\}", " ", part.strip("'"))) if w in held_words}
+        own = {w for w in corpus.split_words(re.sub(r"\{[^}]*\}", " ", part.strip("'"))) if w in HELD_OUT_WORDS}
         assert len(ds) == 20 and own
         for d in ds:
             words = set(d.words)
-            assert own <= words and not (held_words - own) & words, (label, d.text)
+            assert own <= words and not (HELD_OUT_WORDS - own) & words, (label, d.text)
             assert d.slot.count("IO") == 1 and "answer" not in d.slot

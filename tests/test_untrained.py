@@ -45,7 +45,7 @@ def _untrained_warnings(record) -> list[str]:
     return [str(w.message) for w in record if issubclass(w.category, UntrainedTokenWarning)]
 
 
-def _one_warning_naming_tom(record, name: str) -> None:
+def _one_warning_naming_oscar(record, name: str) -> None:
     found = _untrained_warnings(record)
     assert len(found) == 1, found
     assert "Oscar" in found[0] and name in found[0] and "IOI_NAMES" in found[0], found[0]
@@ -71,7 +71,7 @@ def test_every_entry_that_takes_a_prompt_names_the_untrained_word_once(tl, entry
         warnings.simplefilter("always")
         ENTRIES[entry](tl)
         ENTRIES[entry](tl)  # the same prompt again: no second warning
-    _one_warning_naming_tom(record, name)
+    _one_warning_naming_oscar(record, name)
 
 
 def test_attribution_warns_about_its_prompt(tl):
@@ -80,7 +80,7 @@ def test_attribution_warns_about_its_prompt(tl):
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         attribute(tl, tcs, UNSEEN, max_logits=1)
-    _one_warning_naming_tom(record, name)
+    _one_warning_naming_oscar(record, name)
 
 
 def test_token_ids_are_checked_too(tl):
@@ -99,12 +99,12 @@ def test_nnsight_traces_and_the_plain_tokenizer_warn(course_nnsight, course_bpe_
             warnings.simplefilter("always")
             with model.trace(UNSEEN):
                 model.output.save()
-        _one_warning_naming_tom(record, name)
+        _one_warning_naming_oscar(record, name)
         untrained._WARNED.clear()
         with warnings.catch_warnings(record=True) as record:
             warnings.simplefilter("always")
             load_tokenizer(name)(UNSEEN)
-        _one_warning_naming_tom(record, name)
+        _one_warning_naming_oscar(record, name)
 
 
 def test_a_trained_prompt_gives_no_warning(tl):

@@ -19,7 +19,6 @@ from mechlib import corpus
 from mechlib.course_tokenizers import word_encoder
 from mechlib.loading import is_nnsight, module_at
 from mechlib.sae.tokens import pretokenized
-from mechlib.untrained import quiet
 
 
 class InMemoryActivations:
@@ -76,13 +75,8 @@ def corpus_token_batches(model, batch_size: int = 32, seed: int = 0, n_ctx: int 
     bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     context = model.cfg.n_ctx if hasattr(model, "cfg") else model.config.n_positions
 
-    encode_words = word_encoder(tok)  # word by word, as the course models were trained
-
-    def encode(doc: corpus.Document) -> list[int]:
-        with quiet():  # corpus text, no learner's prompt: nothing to warn about
-            return encode_words(doc.words)
-
-    return corpus.PackedTokenBatches(encode, bos, seed, batch_size, min(n_ctx, context))
+    encode_words = word_encoder(tok)  # word by word, as the course models were trained: every token is a trained one
+    return corpus.PackedTokenBatches(lambda doc: encode_words(doc.words), bos, seed, batch_size, min(n_ctx, context))
 
 
 def tokens_for(n_batches: int, batch_size: int, buffer_size: int = 65536) -> int:
